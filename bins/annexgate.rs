@@ -1,0 +1,3 @@
+fn main() {
+    annexgate::logging::init();
+}
