@@ -161,8 +161,7 @@ pub fn shell_unescape(s: &str) -> Vec<String> {
 /// Quote a word for a POSIX shell (single quotes).
 pub fn shell_quote(w: &str) -> String {
     if !w.is_empty()
-        && w
-            .bytes()
+        && w.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
     {
         return w.to_string();
@@ -291,7 +290,14 @@ mod tests {
 
     #[test]
     fn p2pstdio_as_git_annex_sends_it() {
-        let inv = parse(&v(&["p2pstdio", "/srv/gw.git", "CLIENT", "--uuid", "TARGET"])).unwrap();
+        let inv = parse(&v(&[
+            "p2pstdio",
+            "/srv/gw.git",
+            "CLIENT",
+            "--uuid",
+            "TARGET",
+        ]))
+        .unwrap();
         let Invocation::Builtin(Builtin::P2pStdio, c) = inv else {
             panic!("{inv:?}")
         };
@@ -364,7 +370,10 @@ mod tests {
         assert_eq!(shell_unescape("a  b"), v(&["a", "", "b"]));
         assert_eq!(shell_unescape("x'y'z"), v(&["xyz"]));
         for w in ["plain", "with space", "it's", "", "a\"b"] {
-            assert_eq!(shell_unescape(&shell_quote(w)).concat(), w.replace('"', "\""));
+            assert_eq!(
+                shell_unescape(&shell_quote(w)).concat(),
+                w.replace('"', "\"")
+            );
         }
     }
 }
