@@ -262,8 +262,9 @@ fn parse_builtin(_b: Builtin, dir: &str, params: &[String]) -> Result<BuiltinCal
         } else if matches!(
             p.as_str(),
             "--no-debug" | "--quiet" | "-q" | "--verbose" | "-v" | "--force" | "--fast"
-        ) {
-        } else if p.starts_with("--debugfilter=") {
+        ) || p.starts_with("--debugfilter=")
+        {
+            // accepted, as git-annex does; nothing to do for a shell
         } else if p == "--debugfilter" || p == "-c" || p == "--config" {
             // options with a value that git-annex accepts; the value is not used here
             i += 1;
