@@ -936,3 +936,72 @@ async fn annex_content_hook_runs_after_changes() {
         .unwrap();
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 2);
 }
+
+#[tokio::test]
+async fn one_upload_per_key_in_this_process_too() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("nb", false);
+    let (node, _) = sb.open(&gd);
+    let data = b"only once at a time";
+    let key = sha256e(data, "");
+    let PutStart::Accept(first) = node.put(&key, &AssociatedFile::none()).await.unwrap() else {
+        panic!("expected to accept")
+    };
+    assert!(matches!(
+        node.put(&key, &AssociatedFile::none()).await,
+        Err(NodeError::Busy { .. })
+    ));
+    // A second AnnexRepo on the same repository (another server task) is excluded too.
+    let (other, _) = sb.open(&gd);
+    assert!(matches!(
+        other.put(&key, &AssociatedFile::none()).await,
+        Err(NodeError::Busy { .. })
+    ));
+    first.abort().await;
+    assert!(
+        put_bytes(&other, &key, data, Validity::Valid)
+            .await
+            .unwrap()
+            .stored
+    );
+}
+
+#[tokio::test]
+async fn downloads_in_progress_count_against_free_space() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("nb", false);
+    let free = super::transfer::disk_free(&gd.join("annex")).unwrap();
+    assert!(free > 1000, "test needs some free space");
+    let (node, _) = sb.open_with(&gd, |c| c.disk_reserve = free / 2);
+    let key = sha256e(b"x", "");
+    let PutStart::Accept(sink) = node.put(&key, &AssociatedFile::none()).await.unwrap() else {
+        panic!("expected to accept")
+    };
+    sink.abort().await;
+
+    // Another process receives a key as big as the free space: its transfer info file is
+    // there and its download lock is held.
+    let big = Key::from_str(&format!("WORM-s{free}-m1--big")).unwrap();
+    let peer_dir = gd.join("annex/transfer/download/some-peer");
+    std::fs::create_dir_all(&peer_dir).unwrap();
+    std::fs::write(peer_dir.join(big.to_text().as_ref()), "1795651149.2s\n\n").unwrap();
+    let lck_dir = gd.join("annex/transfer/download/lck");
+    std::fs::create_dir_all(&lck_dir).unwrap();
+    let held = crate::node::lock::FileLock::try_lock(
+        &lck_dir.join(format!("lck.{big}")),
+        crate::node::lock::LockKind::Exclusive,
+        Some(0o644),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(matches!(
+        node.put(&key, &AssociatedFile::none()).await,
+        Err(NodeError::Full { .. })
+    ));
+    // Once it has finished (lock released), the space is there again.
+    drop(held);
+    assert!(matches!(
+        node.put(&key, &AssociatedFile::none()).await,
+        Ok(PutStart::Accept(_))
+    ));
+}
