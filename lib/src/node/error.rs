@@ -32,6 +32,10 @@ pub enum NodeError {
         needed: u64,
         available: u64,
     },
+    /// Another transfer of the same content is running (e.g. a git-annex process holds the
+    /// key's transfer lock); trying again later may succeed.
+    #[error("{node}: {detail}")]
+    Busy { node: String, detail: String },
     /// The operation is not allowed here (read-only, append-only).
     #[error("{0}")]
     Denied(String),
@@ -59,6 +63,7 @@ impl NodeError {
     pub fn retryable(&self) -> bool {
         match self {
             NodeError::Unreachable { .. }
+            | NodeError::Busy { .. }
             | NodeError::Timeout { .. }
             | NodeError::Protocol { .. } => true,
             NodeError::Io { source, .. } => !matches!(

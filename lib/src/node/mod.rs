@@ -11,7 +11,9 @@
 //! [`PutSink`] for PUT, so a front door never buffers a whole object, and a local file can
 //! go out with `sendfile`/`splice`.
 
+pub mod annexrepo;
 pub mod error;
+pub mod lock;
 
 use async_trait::async_trait;
 

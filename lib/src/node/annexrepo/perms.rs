@@ -1,0 +1,237 @@
+//! File and directory modes in the object store, as git-annex sets them.
+//!
+//! Content is "frozen": the object file loses its write bits (0444 under the usual umask)
+//! and so does its `<keyFile>` directory (0555), so nothing deletes it by accident. To
+//! add or remove a file in that directory it is "thawed" (owner write bit back) and
+//! frozen again afterwards. `core.sharedRepository` changes the modes so that a group can
+//! share the repository; on a crippled file system modes are left alone.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::config::SharedRepository;
+
+const WRITE: u32 = 0o222;
+const READ: u32 = 0o444;
+const EXEC: u32 = 0o111;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Perms {
+    pub shared: SharedRepository,
+    pub crippled: bool,
+}
+
+fn mode_of(p: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(p)?.permissions().mode() & 0o7777)
+}
+
+fn set_mode(p: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+}
+
+fn modify(p: &Path, f: impl FnOnce(u32) -> u32) -> io::Result<()> {
+    let old = mode_of(p)?;
+    let new = f(old);
+    if new != old {
+        set_mode(p, new)?;
+    }
+    Ok(())
+}
+
+/// The directory mode that goes with a shared file mode: execute where readable, and
+/// set-group-id when the group may read or write (as git does).
+pub fn umask_shared_directory(n: u32) -> u32 {
+    let mut m = n;
+    if n & 0o400 != 0 {
+        m |= 0o100;
+    }
+    if n & 0o040 != 0 {
+        m |= 0o010;
+    }
+    if n & 0o004 != 0 {
+        m |= 0o001;
+    }
+    if n & 0o060 != 0 {
+        m |= 0o2000;
+    }
+    m
+}
+
+impl Perms {
+    /// Mode to create lock and temp files with (before the umask).
+    pub fn file_create_mode(&self) -> u32 {
+        match self.shared {
+            SharedRepository::Umask(n) => n,
+            _ => 0o666,
+        }
+    }
+
+    /// Adjust a file created in the annex (not content) for a shared repository.
+    pub fn set_annex_file_perm(&self, p: &Path) {
+        if self.crippled {
+            return;
+        }
+        let _ = match self.shared {
+            SharedRepository::UnShared => Ok(()),
+            SharedRepository::Group => modify(p, |m| m | 0o060),
+            SharedRepository::All => modify(p, |m| m | READ | 0o220),
+            SharedRepository::Umask(n) => set_mode(p, n),
+        };
+    }
+
+    /// Adjust a directory created in the annex for a shared repository.
+    pub fn set_annex_dir_perm(&self, p: &Path) {
+        if self.crippled {
+            return;
+        }
+        let _ = match self.shared {
+            SharedRepository::UnShared => Ok(()),
+            SharedRepository::Group => modify(p, |m| m | 0o060 | 0o110),
+            SharedRepository::All => modify(p, |m| m | READ | 0o220 | EXEC),
+            SharedRepository::Umask(n) => set_mode(p, umask_shared_directory(n)),
+        };
+    }
+
+    /// Make an object file read-only (git-annex's `freezeContent`).
+    pub fn freeze_content(&self, p: &Path) -> io::Result<()> {
+        if self.crippled {
+            return Ok(());
+        }
+        match self.shared {
+            SharedRepository::UnShared => modify(p, |m| (m | 0o400) & !WRITE),
+            // In a shared repository the file may belong to someone else; failing to
+            // change its mode is not an error there.
+            SharedRepository::Group => {
+                let _ = modify(p, |m| (m | 0o440) & !WRITE);
+                Ok(())
+            }
+            SharedRepository::All => {
+                let _ = modify(p, |m| (m | READ) & !WRITE);
+                Ok(())
+            }
+            SharedRepository::Umask(n) => {
+                let _ = set_mode(p, n & !WRITE);
+                Ok(())
+            }
+        }
+    }
+
+    /// Give a file its owner write bit back (a partial upload left read-only).
+    pub fn thaw_content(&self, p: &Path) -> io::Result<()> {
+        match self.shared {
+            SharedRepository::UnShared => modify(p, |m| m | 0o200),
+            SharedRepository::Group | SharedRepository::All => {
+                let _ = modify(p, |m| m | 0o660);
+                Ok(())
+            }
+            SharedRepository::Umask(n) => {
+                let _ = set_mode(p, n);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stop writes to a content directory (`freezeContentDir`).
+    pub fn freeze_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.crippled {
+            return Ok(());
+        }
+        match self.shared {
+            SharedRepository::UnShared => modify(dir, |m| m & !WRITE),
+            // The group must be able to delete content without thawing first.
+            SharedRepository::Group | SharedRepository::All => {
+                let _ = modify(dir, |m| m | 0o660);
+                Ok(())
+            }
+            SharedRepository::Umask(n) => {
+                let _ = set_mode(dir, umask_shared_directory(n & !0o200));
+                Ok(())
+            }
+        }
+    }
+
+    /// Allow writes to a content directory (`thawContentDir`). Fails when the directory
+    /// does not exist.
+    pub fn thaw_dir(&self, dir: &Path) -> io::Result<()> {
+        let r = match self.shared {
+            SharedRepository::Umask(n) => set_mode(dir, umask_shared_directory(n)),
+            _ => modify(dir, |m| m | 0o200),
+        };
+        match r {
+            // A crippled file system may not do modes at all; only a missing directory
+            // matters there.
+            Err(e) if self.crippled && e.kind() != io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Create `dir` and any missing parents up to `top` (which must exist), giving each
+    /// new directory the annex directory mode (git-annex's `createAnnexDirectory`).
+    pub fn create_annex_dir(&self, top: &Path, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        while !cur.is_dir() {
+            if cur == top || !cur.starts_with(top) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} does not exist", cur.display()),
+                ));
+            }
+            missing.push(cur.to_path_buf());
+            cur = match cur.parent() {
+                Some(p) => p,
+                None => break,
+            };
+        }
+        for d in missing.iter().rev() {
+            match fs::create_dir(d) {
+                Ok(()) => self.set_annex_dir_perm(d),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freeze_and_thaw_unshared() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Perms {
+            shared: SharedRepository::UnShared,
+            crippled: false,
+        };
+        let kd = d.path().join("a/b/k");
+        p.create_annex_dir(d.path(), &kd).unwrap();
+        let f = kd.join("k");
+        fs::write(&f, b"x").unwrap();
+        set_mode(&f, 0o644).unwrap();
+        set_mode(&kd, 0o755).unwrap();
+        p.freeze_content(&f).unwrap();
+        p.freeze_dir(&kd).unwrap();
+        assert_eq!(mode_of(&f).unwrap(), 0o444);
+        assert_eq!(mode_of(&kd).unwrap(), 0o555);
+        p.thaw_dir(&kd).unwrap();
+        assert_eq!(mode_of(&kd).unwrap(), 0o755);
+        assert!(p.thaw_dir(&d.path().join("nope")).is_err());
+        assert!(p
+            .create_annex_dir(&d.path().join("x"), &d.path().join("y/z"))
+            .is_err());
+    }
+
+    #[test]
+    fn shared_directory_modes() {
+        assert_eq!(umask_shared_directory(0o660), 0o2770);
+        assert_eq!(umask_shared_directory(0o644), 0o2755);
+        assert_eq!(umask_shared_directory(0o600), 0o700);
+    }
+}
