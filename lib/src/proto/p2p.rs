@@ -532,7 +532,7 @@ impl Message {
     /// error text or ref name are written as spaces: they would end the line.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.command().as_bytes());
-        let mut param = |out: &mut Vec<u8>, p: &[u8]| {
+        let param = |out: &mut Vec<u8>, p: &[u8]| {
             out.push(b' ');
             out.extend_from_slice(p);
         };

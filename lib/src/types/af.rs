@@ -34,7 +34,9 @@ impl AssociatedFile {
     }
     /// The path as text, if any (lossy).
     pub fn to_text(&self) -> Option<String> {
-        self.0.as_ref().map(|p| String::from_utf8_lossy(p).into_owned())
+        self.0
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
     }
 
     /// Decode the wire form.
@@ -100,6 +102,9 @@ mod tests {
         );
         assert_eq!(AssociatedFile::new("50%").encode(), b"50%%");
         assert!(AssociatedFile::decode(b"").unwrap().is_none());
-        assert_eq!(AssociatedFile::decode(b"/etc/passwd"), Err(AfError::Absolute));
+        assert_eq!(
+            AssociatedFile::decode(b"/etc/passwd"),
+            Err(AfError::Absolute)
+        );
     }
 }

@@ -149,11 +149,15 @@ impl HashKind {
             HashKind::Skein256 => H::Skein256(skein::Skein256::new()),
             HashKind::Skein512 => H::Skein512(skein::Skein512::new()),
             HashKind::Blake2b(n) => H::Blake2b(Box::new(
-                blake2b_simd::Params::new().hash_length(n as usize).to_state(),
+                blake2b_simd::Params::new()
+                    .hash_length(n as usize)
+                    .to_state(),
             )),
             HashKind::Blake2bp512 => H::Blake2bp(Box::new(blake2b_simd::blake2bp::State::new())),
             HashKind::Blake2s(n) => H::Blake2s(Box::new(
-                blake2s_simd::Params::new().hash_length(n as usize).to_state(),
+                blake2s_simd::Params::new()
+                    .hash_length(n as usize)
+                    .to_state(),
             )),
             HashKind::Blake2sp(n) => H::Blake2sp(Box::new(
                 blake2s_simd::blake2sp::Params::new()
@@ -370,7 +374,10 @@ mod tests {
             "d74981efa70a0c880b8d8c1985d075dbcbf679b99a5f9914e5aaf96b831a9e24"
         );
         assert_eq!(hash_hex(HashKind::Xxh3, d), "d447b1ea40e6988b");
-        assert_eq!(hash_hex(HashKind::Md5, d), "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        assert_eq!(
+            hash_hex(HashKind::Md5, d),
+            "5eb63bbbe01eeed093cb22bb8f5acdc3"
+        );
         assert_eq!(
             hash_hex(HashKind::Sha1, d),
             "2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"
@@ -406,7 +413,9 @@ mod tests {
         assert_eq!(v.finish(&worm), Verdict::Good);
         assert!(!is_verifiable(&worm));
         assert!(is_secure_hash(&key));
-        assert!(!is_secure_hash(&Key::from_str("XXH3E-s11--d447b1ea40e6988b.txt").unwrap()));
+        assert!(!is_secure_hash(
+            &Key::from_str("XXH3E-s11--d447b1ea40e6988b.txt").unwrap()
+        ));
     }
 
     #[test]

@@ -94,8 +94,7 @@ impl Key {
         // absent (the parser backtracks), which then makes the '--' check fail.
         let mut field = |letter: u8| -> Result<Option<u64>, KeyError> {
             let rest = &bytes[pos..];
-            if rest.len() >= 3 && rest[0] == b'-' && rest[1] == letter && rest[2].is_ascii_digit()
-            {
+            if rest.len() >= 3 && rest[0] == b'-' && rest[1] == letter && rest[2].is_ascii_digit() {
                 let digits = rest[2..].iter().take_while(|b| b.is_ascii_digit()).count();
                 let text = std::str::from_utf8(&rest[2..2 + digits]).expect("ascii digits");
                 // attoparsec's decimal reads arbitrarily large integers; git-annex then
@@ -152,7 +151,11 @@ impl Key {
             return Err(KeyError::BadByte);
         }
         if variety_has_ext(p.variety) {
-            let dot = p.name.iter().position(|&b| b == b'.').unwrap_or(p.name.len());
+            let dot = p
+                .name
+                .iter()
+                .position(|&b| b == b'.')
+                .unwrap_or(p.name.len());
             if p.name.len() - dot > 64 {
                 return Err(KeyError::ExtensionTooLong);
             }
@@ -412,7 +415,10 @@ mod tests {
             "SHA256E-q1--a",
             "SHA256E-s1-s1--a",
         ] {
-            assert!(Key::parse(bad.as_bytes()).is_err(), "{bad:?} should not parse");
+            assert!(
+                Key::parse(bad.as_bytes()).is_err(),
+                "{bad:?} should not parse"
+            );
         }
         let long_ext = format!("SHA256E-s1--abc.{}", "x".repeat(64));
         assert_eq!(
@@ -431,5 +437,4 @@ mod tests {
         assert_eq!(key_file(&k), b"URL--http&c%%x%y");
         assert_eq!(file_key(&key_file(&k)).unwrap(), k);
     }
-
 }

@@ -78,13 +78,19 @@ mod tests {
     use super::*;
     #[test]
     fn cluster_uuids() {
-        assert!(Uuid::parse("acb82efc-627c-8994-982b-f7149c37427b").unwrap().is_cluster());
-        assert!(!Uuid::parse("b7681060-076a-4fc0-aab9-adfeb2bde4fd").unwrap().is_cluster());
+        assert!(Uuid::parse("acb82efc-627c-8994-982b-f7149c37427b")
+            .unwrap()
+            .is_cluster());
+        assert!(!Uuid::parse("b7681060-076a-4fc0-aab9-adfeb2bde4fd")
+            .unwrap()
+            .is_cluster());
         for _ in 0..50 {
             let c = Uuid::new_cluster();
             assert!(c.is_cluster());
             assert_eq!(c.as_str().len(), 36);
-            assert!(!Uuid::new_random().is_cluster() || Uuid::new_random().as_str().starts_with("ac"));
+            assert!(
+                !Uuid::new_random().is_cluster() || Uuid::new_random().as_str().starts_with("ac")
+            );
         }
         assert!(Uuid::parse("").is_err());
         assert!(Uuid::parse("a b").is_err());
