@@ -12,6 +12,7 @@
 //! go out with `sendfile`/`splice`.
 
 pub mod error;
+pub mod memory;
 
 use async_trait::async_trait;
 

@@ -1,1 +1,11 @@
-//! session
+//! Protocol state machines as plain values: they take what arrived (a decoded message,
+//! the result of an operation they asked for) and answer with actions (send this, ask the
+//! node that, move these bytes). They never touch a socket, file or clock, so recorded
+//! exchanges replay against them in tests; `conn` drives them over real I/O.
+//!
+//! * [`server`]: the server side of the P2P protocol (what git-annex-shell p2pstdio does).
+
+pub mod server;
+
+#[cfg(test)]
+pub(crate) mod testing;
