@@ -4,7 +4,9 @@
 //! exchanges replay against them in tests; `conn` drives them over real I/O.
 //!
 //! * [`server`]: the server side of the P2P protocol (what git-annex-shell p2pstdio does).
+//! * [`client`]: the client side (what git-annex does when it talks to a P2P remote).
 
+pub mod client;
 pub mod server;
 
 #[cfg(test)]

@@ -587,9 +587,7 @@ impl Oracle {
         }
     }
 
-    /// Feed `input` to `git-annex-shell p2pstdio` and return its stdout and exit code.
-    pub(crate) fn run(&self, input: &[u8], env: &[(&str, &str)]) -> (Vec<u8>, i32) {
-        use std::io::Write;
+    fn p2pstdio(&self, env: &[(&str, &str)]) -> std::process::Child {
         let mut c = self.command("git-annex-shell");
         c.arg("p2pstdio")
             .arg(self.dir.path().join("repo"))
@@ -598,7 +596,18 @@ impl Oracle {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
-        let mut child = c.spawn().unwrap();
+        c.spawn().unwrap()
+    }
+
+    /// `git-annex-shell p2pstdio` on this repository, stdin and stdout piped.
+    pub(crate) fn spawn(&self) -> std::process::Child {
+        self.p2pstdio(&[])
+    }
+
+    /// Feed `input` to `git-annex-shell p2pstdio` and return its stdout and exit code.
+    pub(crate) fn run(&self, input: &[u8], env: &[(&str, &str)]) -> (Vec<u8>, i32) {
+        use std::io::Write;
+        let mut child = self.p2pstdio(env);
         let mut stdin = child.stdin.take().unwrap();
         let input = input.to_vec();
         let writer = std::thread::spawn(move || {
