@@ -426,16 +426,14 @@ impl MemSink {
 
     fn store_verified(&mut self, incremental: bool) -> Result<Stored, NodeError> {
         let buf = self.buf.take().unwrap_or_default();
-        let verdict = if incremental {
-            self.verifier
-                .take()
-                .map(|v| v.finish(&self.key))
-                .unwrap_or(Verdict::Good)
-        } else {
-            // Validity unknown: check every byte again from the start.
-            let mut v = Verifier::new(&self.key, self.node.shared.config.verify);
-            v.update(&buf);
-            v.finish(&self.key)
+        let verdict = match self.verifier.take() {
+            Some(v) if incremental => v.finish(&self.key),
+            _ => {
+                // Validity unknown: check every byte again from the start.
+                let mut v = Verifier::new(&self.key, self.node.shared.config.verify);
+                v.update(&buf);
+                v.finish(&self.key)
+            }
         };
         let mut store = self.node.store();
         if verdict != Verdict::Good {

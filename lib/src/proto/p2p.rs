@@ -323,7 +323,9 @@ pub fn parse_line(line: &[u8]) -> Result<Message, ParseError> {
         "INVALID" => p.none(Message::Invalid)?,
         "TIMESTAMP" => Message::Timestamp(p.number(rest)?),
         "ERROR" => Message::Error(lossy(rest)),
-        _ => unreachable!("every name in COMMANDS is matched above"),
+        // (COMMANDS and the arms above list the same names; should they ever differ,
+        // the line is simply not understood.)
+        other => return Err(ParseError::UnknownCommand(other.to_string())),
     })
 }
 
