@@ -989,3 +989,113 @@ fn server_mode_from_the_environment() {
         ServerMode::ReadWrite
     );
 }
+
+// ---- any client input gives a well-formed server stream ----
+
+mod fuzz {
+    use super::*;
+    use crate::proto::p2p::decode;
+    use proptest::prelude::*;
+
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        let k = spec_k().to_string();
+        let k2 = key_of(HELLO_NL, ".txt").to_string();
+        let keys = prop::sample::select(vec![k, k2, "WORM-s1--../x".to_string()]);
+        prop_oneof![
+            (0u64..7).prop_map(|v| format!("VERSION {v}\n").into_bytes()),
+            Just(b"BYPASS a b\n".to_vec()),
+            keys.clone()
+                .prop_map(|k| format!("CHECKPRESENT {k}\n").into_bytes()),
+            keys.clone()
+                .prop_map(|k| format!("LOCKCONTENT {k}\n").into_bytes()),
+            Just(b"UNLOCKCONTENT\n".to_vec()),
+            keys.clone()
+                .prop_map(|k| format!("REMOVE {k}\n").into_bytes()),
+            (0u64..2000, keys.clone())
+                .prop_map(|(t, k)| format!("REMOVE-BEFORE {t} {k}\n").into_bytes()),
+            Just(b"GETTIMESTAMP\n".to_vec()),
+            (0u64..14, keys.clone()).prop_map(|(o, k)| format!("GET {o} x {k}\n").into_bytes()),
+            keys.prop_map(|k| format!("PUT x {k}\n").into_bytes()),
+            (0usize..14, any::<bool>()).prop_map(|(n, right)| {
+                let mut v = format!("DATA {n}\n").into_bytes();
+                v.extend_from_slice(if right {
+                    &b"hello world\n\n\n"[..n]
+                } else {
+                    &b"xxxxxxxxxxxxxx"[..n]
+                });
+                v
+            }),
+            Just(b"DATA-PRESENT\n".to_vec()),
+            Just(b"VALID\n".to_vec()),
+            Just(b"INVALID\n".to_vec()),
+            Just(b"SUCCESS\n".to_vec()),
+            Just(b"FAILURE\n".to_vec()),
+            Just(b"SUCCESS-PLUS a\n".to_vec()),
+            Just(b"ERROR giving up\n".to_vec()),
+            Just(b"AUTH a b\n".to_vec()),
+            Just(b"garbage \x00\xff\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..20),
+        ]
+    }
+
+    /// The server's bytes parse as server messages, DATA payloads included, and nothing
+    /// is left half-written.
+    fn well_formed(mut out: &[u8]) -> Result<(), String> {
+        while !out.is_empty() {
+            let (m, used) = decode(out)
+                .map_err(|e| format!("{e}"))?
+                .ok_or_else(|| format!("incomplete line {:?}", text(out)))?;
+            out = &out[used..];
+            if let Message::Data(n) = m {
+                if (out.len() as u64) < n {
+                    return Err("short DATA".into());
+                }
+                out = &out[n as usize..];
+            }
+            let server_side = matches!(
+                m,
+                Message::AuthSuccess(_)
+                    | Message::Version(_)
+                    | Message::Success
+                    | Message::SuccessPlus(_)
+                    | Message::Failure
+                    | Message::FailurePlus(_)
+                    | Message::AlreadyHave
+                    | Message::AlreadyHavePlus(_)
+                    | Message::PutFrom(_)
+                    | Message::Data(_)
+                    | Message::Valid
+                    | Message::Invalid
+                    | Message::Timestamp(_)
+                    | Message::Error(_)
+            );
+            if !server_side {
+                return Err(format!("a server never sends {m}"));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn random_clients_get_well_formed_answers(pieces in proptest::collection::vec(piece(), 0..25)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let u = uuid(SPEC_UUID);
+            let n = mem(&u);
+            n.insert(spec_k(), HELLO.to_vec());
+            let r = rt.block_on(replay(shell(&u), Arc::new(n.clone()), &pieces.concat()));
+            prop_assert!(well_formed(&r.server).is_ok(), "{:?}: {}", well_formed(&r.server), text(&r.server));
+            // Locks never outlive the session; content present is always the right content.
+            prop_assert_eq!(n.lock_count(&spec_k()), 0);
+            for k in n.keys() {
+                let data = n.content(&k).unwrap();
+                if k == spec_k() {
+                    prop_assert_eq!(&data[..], HELLO);
+                } else if k == key_of(HELLO_NL, ".txt") {
+                    prop_assert_eq!(&data[..], HELLO_NL);
+                }
+            }
+        }
+    }
+}
