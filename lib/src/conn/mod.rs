@@ -36,6 +36,11 @@
 //! # }
 //! ```
 //!
+//! Everything here must run inside a tokio runtime with I/O enabled (a current-thread
+//! runtime is enough: one session is one sequential conversation). A node's `PutSink`
+//! that does heavy work in `write` (hashing) should hand it to another thread if it wants
+//! reading the next chunk from the client to overlap with it.
+//!
 //! A client that hangs up (EOF, broken pipe) ends the session cleanly (exit status 0);
 //! a protocol failure ends it with status 1 and a message, as git-annex-shell does.
 //! Logs go through `tracing` only.
