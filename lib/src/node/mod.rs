@@ -14,6 +14,7 @@
 pub mod annexrepo;
 pub mod error;
 pub mod lock;
+pub mod memory;
 
 use async_trait::async_trait;
 
