@@ -158,9 +158,7 @@ pub(crate) fn exchanges(file: &str, text: &str) -> Vec<Exchange> {
         if conns == 0 {
             continue;
         }
-        let idx = if conns == 1 {
-            0
-        } else if l.text == "<EOF>" {
+        let idx = if conns == 1 || l.text == "<EOF>" {
             0
         } else {
             // Find the relayed twin of this line in another repository.
@@ -422,7 +420,7 @@ pub(crate) async fn replay(config: ServerConfig, node: Arc<dyn Node>, client: &[
                 Action::Transmit { len } => {
                     let content = held.content.as_mut().unwrap();
                     let mut left = len;
-                    let mut buf = vec![0u8; 7];
+                    let mut buf = [0u8; 7];
                     while left > 0 {
                         let want = buf.len().min(left as usize);
                         match content.read(&mut buf[..want]).await {

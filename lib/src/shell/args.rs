@@ -371,10 +371,7 @@ mod tests {
         assert_eq!(shell_unescape("a  b"), v(&["a", "", "b"]));
         assert_eq!(shell_unescape("x'y'z"), v(&["xyz"]));
         for w in ["plain", "with space", "it's", "", "a\"b"] {
-            assert_eq!(
-                shell_unescape(&shell_quote(w)).concat(),
-                w.replace('"', "\"")
-            );
+            assert_eq!(shell_unescape(&shell_quote(w)).concat(), w);
         }
     }
 }

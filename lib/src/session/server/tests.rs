@@ -785,11 +785,11 @@ fn removal_replies_follow_the_cluster_rule() {
         "FAILURE"
     );
     assert_eq!(
-        already_have_reply(&[a.clone()], 2).to_string(),
+        already_have_reply(std::slice::from_ref(&a), 2).to_string(),
         "ALREADY-HAVE-PLUS aaaa"
     );
     assert_eq!(
-        already_have_reply(&[a.clone()], 1).to_string(),
+        already_have_reply(std::slice::from_ref(&a), 1).to_string(),
         "ALREADY-HAVE"
     );
     assert_eq!(already_have_reply(&[], 4).to_string(), "ALREADY-HAVE");
@@ -916,8 +916,8 @@ async fn auth_with_tokens() {
         auth: AuthMode::Tokens(vec![AuthToken::parse(b"s3cret").unwrap()]),
         ..shell(&u)
     };
-    let client =
-        format!("VERSION 4\nfoo\nAUTH 1111 wrong\nAUTH 1111 S3CRET\nAUTH 1111 s3cret\nVERSION 4\n");
+    let client = "VERSION 4\nfoo\nAUTH 1111 wrong\nAUTH 1111 S3CRET\nAUTH 1111 s3cret\nVERSION 4\n"
+        .to_string();
     let r = replay(config, Arc::new(n), client.as_bytes()).await;
     assert_eq!(
         text(&r.server),
