@@ -1,1 +1,4 @@
-//! branch
+//! The git-annex branch: its log files ([`log`], pure), reading and committing it
+//! ([`repo`], the only git code), and batching location changes into it ([`recorder`]).
+
+pub mod log;
