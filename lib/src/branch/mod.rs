@@ -2,3 +2,8 @@
 //! ([`repo`], the only git code), and batching location changes into it ([`recorder`]).
 
 pub mod log;
+pub mod recorder;
+pub mod repo;
+
+#[cfg(test)]
+mod annex_tests;
