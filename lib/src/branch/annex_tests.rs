@@ -623,6 +623,15 @@ fn journal_entries_of_a_running_git_annex_are_kept() {
     let d = UuidLog::parse(&repo.read_at(tip, b"uuid.log").unwrap().unwrap());
     assert_eq!(d.get(&here).unwrap(), b"described in journal");
     a.annex(&r, &["fsck", "--fast", "--json"]);
+    // With the journal committed, the next commit needs no side ref, and the merged one
+    // is removed.
+    rec.record_location(&key, &u2, true);
+    rec.flush().unwrap();
+    assert!(!a
+        .run(&r, "git", &["rev-parse", "--verify", "-q", SIDE_REF])
+        .status
+        .success());
+    assert!(a.whereis(&r, &key).contains(u2.as_str()));
 }
 
 #[test]
@@ -881,4 +890,35 @@ fn record_logs_writes_other_logs() {
         })
         .unwrap();
     assert_eq!(again, None);
+}
+
+#[test]
+fn one_level_branch_hash_repositories() {
+    let a = Annex::new();
+    let r = a.dir("r");
+    std::fs::create_dir_all(&r).unwrap();
+    a.git(&r, &["init", "-q"]);
+    a.git(&r, &["config", "annex.tune.branchhash1", "true"]);
+    a.annex(&r, &["init", "one level"]);
+    let key = a.add(&r, "f.txt", "one\n");
+    let repo = GitRepo::open(&r).unwrap();
+    let hash = repo.config().unwrap().branch_hash();
+    assert_eq!(hash, BranchHash::OneLevel);
+    let tip = repo.branch_tip().unwrap();
+    let mut found = Vec::new();
+    repo.for_each_location_log(tip, hash, |k, _| {
+        found.push(k);
+        true
+    })
+    .unwrap();
+    assert_eq!(found, std::slice::from_ref(&key));
+    assert!(repo
+        .read_at(tip, &location_log_path(&key, BranchHash::OneLevel))
+        .unwrap()
+        .is_some());
+    let u = Uuid::parse("66666666-2222-3333-4444-555555555555").unwrap();
+    let rec = Recorder::new(&r).unwrap();
+    rec.record_location(&key, &u, true);
+    rec.flush().unwrap();
+    assert!(a.whereis(&r, &key).contains(u.as_str()));
 }

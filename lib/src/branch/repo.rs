@@ -459,7 +459,9 @@ impl GitRepo {
                     })
                 }
             }
-            if conflicts {
+            if !conflicts {
+                self.drop_merged_side_ref(new);
+            } else {
                 let side_msg = format!("{message} (for git-annex to merge over its journal)");
                 let side = self
                     .repo
@@ -483,6 +485,21 @@ impl GitRepo {
         Err(RepoError::TooManyRaces {
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Delete [`SIDE_REF`] once git-annex has merged it (it is then part of the branch),
+    /// so readers stop folding it in. Best effort.
+    fn drop_merged_side_ref(&self, tip: Oid) {
+        let Ok(side) = self.repo.refname_to_id(SIDE_REF) else {
+            return;
+        };
+        if side == tip || self.repo.graph_descendant_of(tip, side).unwrap_or(false) {
+            if let Ok(mut r) = self.repo.find_reference(SIDE_REF) {
+                if let Err(e) = r.delete() {
+                    tracing::debug!("could not delete merged {SIDE_REF}: {e}");
+                }
+            }
+        }
     }
 
     fn signature(&self) -> Result<git2::Signature<'static>, RepoError> {
@@ -974,5 +991,48 @@ impl GitConfig {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_appends_are_discarded() {
+        assert_eq!(discard_incomplete_append(b"a\nb\npart".to_vec()), b"a\nb\n");
+        assert_eq!(discard_incomplete_append(b"a\n".to_vec()), b"a\n");
+        assert_eq!(discard_incomplete_append(b"part".to_vec()), b"");
+        assert_eq!(discard_incomplete_append(Vec::new()), b"");
+    }
+
+    #[test]
+    fn branch_paths_are_checked() {
+        for ok in [&b"uuid.log"[..], b"d76/b9c/K.log", b"remote/web/x.log"] {
+            assert!(check_path(ok).is_ok());
+        }
+        for bad in [
+            &b""[..],
+            b"/a",
+            b"a//b",
+            b"a/",
+            b"../x",
+            b"a/./b",
+            b"a\0b",
+            b"a\nb",
+            b".git/x",
+        ] {
+            assert!(
+                matches!(check_path(bad), Err(RepoError::BadPath { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn object_ids() {
+        let hex = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(ObjectId::parse(hex).unwrap().to_string(), hex);
+        assert!(ObjectId::parse("xyz").is_none());
     }
 }
