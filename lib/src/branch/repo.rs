@@ -404,13 +404,16 @@ impl GitRepo {
                 .map_err(git("reading the git-annex branch"))?;
             let mut builder = git2::build::TreeUpdateBuilder::new();
             let mut changed: Vec<Vec<u8>> = Vec::new();
+            // The last content given for a path counts.
+            let changes: BTreeMap<Vec<u8>, Vec<u8>> = changes.into_iter().collect();
             for (path, content) in &changes {
                 check_path(path)?;
-                let blob = self.repo.blob(content).map_err(git("writing a log file"))?;
-                let current = view.tip_tree_entry(path)?;
-                if current == Some(blob) {
+                let id = Oid::hash_object(ObjectType::Blob, content)
+                    .map_err(git("hashing a log file"))?;
+                if view.tip_tree_entry(path)? == Some(id) {
                     continue;
                 }
+                let blob = self.repo.blob(content).map_err(git("writing a log file"))?;
                 builder.upsert(path.clone(), blob, git2::FileMode::Blob);
                 changed.push(path.clone());
             }
