@@ -1,1 +1,9 @@
-//! branch
+//! The git-annex branch: its log files ([`log`], pure), reading and committing it
+//! ([`repo`], the only git code), and batching location changes into it ([`recorder`]).
+
+pub mod log;
+pub mod recorder;
+pub mod repo;
+
+#[cfg(test)]
+mod annex_tests;

@@ -1,0 +1,1041 @@
+//! The git side of the git-annex branch: the only module that talks to git (through
+//! libgit2).
+//!
+//! * Opening a repository (bare or not) and reading/writing its git config.
+//! * Reading branch files the way git-annex reads them: the file at `refs/heads/git-annex`,
+//!   replaced by git-annex's uncommitted journal entry for it if there is one
+//!   (`annex/journal/`, names escaped by [`journal_name`]), and union-merged with the same
+//!   file on every sibling branch git-annex has not merged yet (any ref named
+//!   `…/git-annex`: `refs/remotes/*/git-annex`, `refs/heads/synced/git-annex`, …; minus
+//!   those listed in `annex/ignoredrefs` or `annex/mergedrefs`, and those already contained
+//!   in the branch).
+//! * Walking every location log of a commit, and listing the files two commits differ in.
+//! * Committing: new file contents go into a commit on top of `refs/heads/git-annex`, and
+//!   the ref moves only if it still points where the commit was built (compare-and-swap);
+//!   on a race everything is rebuilt from the new tip. The journal and index of git-annex
+//!   are never written. While moving the ref we hold git-annex's journal lock
+//!   (`annex/journal.lck`), so git-annex is not in the middle of a change; if git-annex has
+//!   an uncommitted journal entry for a file we changed, git-annex would later stage that
+//!   entry over our version, so the same tree is also committed to the side ref
+//!   [`SIDE_REF`], which git-annex merges (by union) like any sibling branch.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use git2::{ErrorCode, ObjectType, Oid, Repository};
+
+use super::log::paths::{journal_name, journal_path, location_log_key, BranchHash};
+use super::log::union_merge_bytes;
+use crate::types::{Key, Uuid};
+
+/// The git-annex branch.
+pub const BRANCH_REF: &str = "refs/heads/git-annex";
+/// Where commits that git-annex must merge (rather than fast-forward over) are put.
+pub const SIDE_REF: &str = "refs/annexgate/git-annex";
+
+/// How many times a commit is rebuilt when the branch moves underneath it.
+const MAX_ATTEMPTS: u32 = 50;
+/// How long to wait for git-annex's journal lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of the git layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("cannot open a git repository at {path}: {source}")]
+    Open { path: PathBuf, source: git2::Error },
+    #[error("{path} has no git-annex branch ({BRANCH_REF}); run `git annex init` there first")]
+    NoBranch { path: PathBuf },
+    #[error("git failed while {what}: {source}")]
+    Git {
+        what: &'static str,
+        source: git2::Error,
+    },
+    #[error("git config {key}: {source}")]
+    Config { key: String, source: git2::Error },
+    #[error("cannot access {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("not a valid branch file path: {path:?}")]
+    BadPath { path: String },
+    #[error("the git-annex branch kept moving; gave up after {attempts} attempts")]
+    TooManyRaces { attempts: u32 },
+    #[error("timed out after {secs}s waiting for git-annex's journal lock {path}")]
+    LockTimeout { path: PathBuf, secs: u64 },
+}
+
+fn git(what: &'static str) -> impl FnOnce(git2::Error) -> RepoError {
+    move |source| RepoError::Git { what, source }
+}
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A git object name (commit, tree or blob).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(Oid);
+
+impl ObjectId {
+    pub fn parse(hex: &str) -> Option<ObjectId> {
+        Oid::from_str(hex).ok().map(ObjectId)
+    }
+}
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({})", self.0)
+    }
+}
+
+/// A git repository with git-annex's branch.
+pub struct GitRepo {
+    repo: Repository,
+    git_dir: PathBuf,
+    common_dir: PathBuf,
+    work_tree: Option<PathBuf>,
+}
+
+impl fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitRepo")
+            .field("git_dir", &self.git_dir)
+            .finish()
+    }
+}
+
+impl GitRepo {
+    /// Open the repository at `path`: a work tree, its `.git`, or a bare repository.
+    pub fn open(path: impl AsRef<Path>) -> Result<GitRepo, RepoError> {
+        let path = path.as_ref();
+        let repo = Repository::open(path).map_err(|source| RepoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(GitRepo::from_repo(repo))
+    }
+
+    /// Find the repository containing `path` (searching parent directories).
+    pub fn discover(path: impl AsRef<Path>) -> Result<GitRepo, RepoError> {
+        let path = path.as_ref();
+        let repo = Repository::discover(path).map_err(|source| RepoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(GitRepo::from_repo(repo))
+    }
+
+    fn from_repo(repo: Repository) -> GitRepo {
+        let git_dir = repo.path().to_path_buf();
+        let common_dir = repo.commondir().to_path_buf();
+        let work_tree = repo.workdir().map(Path::to_path_buf);
+        GitRepo {
+            repo,
+            git_dir,
+            common_dir,
+            work_tree,
+        }
+    }
+
+    /// The git directory (`.git`, or the repository itself when bare).
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+    /// The top of the work tree, if the repository has one.
+    pub fn work_tree(&self) -> Option<&Path> {
+        self.work_tree.as_deref()
+    }
+    pub fn is_bare(&self) -> bool {
+        self.work_tree.is_none()
+    }
+    /// `GITDIR/annex` (of the main repository for linked work trees).
+    pub fn annex_dir(&self) -> PathBuf {
+        self.common_dir.join("annex")
+    }
+
+    // ---------------------------------------------------------------- git config
+
+    /// A consistent snapshot of the repository's git config (all levels).
+    pub fn config(&self) -> Result<GitConfig, RepoError> {
+        let mut cfg = self.repo.config().map_err(git("reading git config"))?;
+        let snap = cfg.snapshot().map_err(git("reading git config"))?;
+        Ok(GitConfig { cfg: snap })
+    }
+
+    fn local_config(&self) -> Result<git2::Config, RepoError> {
+        self.repo
+            .config()
+            .and_then(|c| c.open_level(git2::ConfigLevel::Local))
+            .map_err(git("opening the repository's git config"))
+    }
+
+    /// Set `key` to `value` in the repository's own config (replacing all values).
+    pub fn set_config(&self, key: &str, value: &str) -> Result<(), RepoError> {
+        self.unset_config(key)?;
+        let mut c = self.local_config()?;
+        c.set_str(key, value).map_err(|source| RepoError::Config {
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    /// Add one more value to a multi-valued key.
+    pub fn add_config(&self, key: &str, value: &str) -> Result<(), RepoError> {
+        let mut c = self.local_config()?;
+        // A regex that matches no existing value makes libgit2 append.
+        c.set_multivar(key, "^$^", value)
+            .map_err(|source| RepoError::Config {
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    /// Remove every value of `key` from the repository's own config (no error if unset).
+    pub fn unset_config(&self, key: &str) -> Result<(), RepoError> {
+        let mut c = self.local_config()?;
+        match c.remove_multivar(key, ".*") {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+            Err(source) => Err(RepoError::Config {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    // ---------------------------------------------------------------- reading the branch
+
+    /// The commit `refs/heads/git-annex` points at.
+    pub fn branch_tip(&self) -> Result<ObjectId, RepoError> {
+        match self.repo.refname_to_id(BRANCH_REF) {
+            Ok(oid) => Ok(ObjectId(oid)),
+            Err(e) if e.code() == ErrorCode::NotFound => Err(RepoError::NoBranch {
+                path: self.git_dir.clone(),
+            }),
+            Err(source) => Err(RepoError::Git {
+                what: "resolving refs/heads/git-annex",
+                source,
+            }),
+        }
+    }
+
+    /// A view of the branch as git-annex would read it now.
+    pub fn view(&self) -> Result<BranchView<'_>, RepoError> {
+        let tip = self.branch_tip()?;
+        let tip_commit = self
+            .repo
+            .find_commit(tip.0)
+            .map_err(git("reading the git-annex branch"))?;
+        let tip_tree = tip_commit
+            .tree()
+            .map_err(git("reading the git-annex branch"))?;
+        let siblings = self.unmerged_siblings(tip.0)?;
+        let mut sibling_trees = Vec::new();
+        for (name, oid) in &siblings {
+            let tree = self
+                .repo
+                .find_commit(oid.0)
+                .and_then(|c| c.tree())
+                .map_err(git("reading a sibling git-annex branch"))?;
+            sibling_trees.push((name.clone(), *oid, tree));
+        }
+        let cfg = self.config()?;
+        let private_known = !cfg.private_uuids().is_empty();
+        let annex = self.annex_dir();
+        Ok(BranchView {
+            repo: self,
+            tip,
+            tip_tree,
+            siblings: sibling_trees,
+            journal: annex.join("journal"),
+            private_journal: private_known.then(|| annex.join("journal-private")),
+        })
+    }
+
+    /// Sibling git-annex branches not merged into the branch at `tip`, as git-annex
+    /// determines them: refs whose name ends in `/git-annex`, one per commit, minus those
+    /// in `annex/ignoredrefs` and `annex/mergedrefs` and those the branch already contains.
+    fn unmerged_siblings(&self, tip: Oid) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let annex = self.annex_dir();
+        let mut skip: HashSet<Oid> = HashSet::new();
+        for (file, field) in [("ignoredrefs", 0usize), ("mergedrefs", 0usize)] {
+            let p = annex.join(file);
+            match fs::read(&p) {
+                Ok(text) => {
+                    for line in text.split(|&b| b == b'\n') {
+                        let first = line.split(|&b| b == b'\t' || b == b' ').nth(field);
+                        if let Some(oid) = first
+                            .and_then(|s| std::str::from_utf8(s).ok())
+                            .and_then(|s| Oid::from_str(s.trim()).ok())
+                        {
+                            skip.insert(oid);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        let mut seen: HashSet<Oid> = HashSet::new();
+        let mut out = Vec::new();
+        let refs = self.repo.references().map_err(git("listing refs"))?;
+        let mut named: Vec<(String, Oid)> = Vec::new();
+        for r in refs {
+            let r = r.map_err(git("listing refs"))?;
+            let name = String::from_utf8_lossy(r.name_bytes()).into_owned();
+            if !name.ends_with("/git-annex") || name == BRANCH_REF {
+                continue;
+            }
+            let Ok(commit) = r.peel_to_commit() else {
+                continue;
+            };
+            named.push((name, commit.id()));
+        }
+        named.sort();
+        for (name, oid) in named {
+            if oid == tip || skip.contains(&oid) || !seen.insert(oid) {
+                continue;
+            }
+            let contained = self
+                .repo
+                .graph_descendant_of(tip, oid)
+                .map_err(git("comparing git-annex branches"))?;
+            if !contained {
+                out.push((name, ObjectId(oid)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A file as committed at `commit` (no journal, no siblings); `None` if absent.
+    pub fn read_at(&self, commit: ObjectId, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
+        let tree = self
+            .repo
+            .find_commit(commit.0)
+            .and_then(|c| c.tree())
+            .map_err(git("reading a commit"))?;
+        read_tree_file(&self.repo, &tree, path)
+    }
+
+    /// Call `f` with the key and content of every location log in `commit`'s tree, in
+    /// tree order, streaming (one blob in memory at a time). `f` returns false to stop.
+    pub fn for_each_location_log(
+        &self,
+        commit: ObjectId,
+        hash: BranchHash,
+        mut f: impl FnMut(Key, &[u8]) -> bool,
+    ) -> Result<(), RepoError> {
+        let tree = self
+            .repo
+            .find_commit(commit.0)
+            .and_then(|c| c.tree())
+            .map_err(git("reading a commit"))?;
+        walk_location_logs(&self.repo, &tree, hash, &mut |key, _path, oid| {
+            let blob = self.repo.find_blob(oid).map_err(git("reading a log"))?;
+            Ok(f(key, blob.content()))
+        })
+        .map(|_| ())
+    }
+
+    /// The files that differ between two commits of the branch (added, changed or removed).
+    pub fn changed_files(&self, from: ObjectId, to: ObjectId) -> Result<Vec<Vec<u8>>, RepoError> {
+        let tree = |c: ObjectId| {
+            self.repo
+                .find_commit(c.0)
+                .and_then(|c| c.tree())
+                .map_err(git("reading a commit"))
+        };
+        let (a, b) = (tree(from)?, tree(to)?);
+        let mut opts = git2::DiffOptions::new();
+        opts.skip_binary_check(true);
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))
+            .map_err(git("comparing commits"))?;
+        let mut out = Vec::with_capacity(diff.deltas().len());
+        for d in diff.deltas() {
+            let file = if d.new_file().exists() {
+                d.new_file()
+            } else {
+                d.old_file()
+            };
+            if let Some(p) = file.path_bytes() {
+                out.push(p.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- committing
+
+    /// Commit new contents for some files on top of the branch (compare-and-swap, retried
+    /// on races with the same contents).
+    pub fn commit(
+        &self,
+        changes: &[(Vec<u8>, Vec<u8>)],
+        message: &str,
+    ) -> Result<CommitOutcome, RepoError> {
+        self.update(message, |_| Ok(changes.to_vec()))
+    }
+
+    /// Compute changes from the current branch and commit them: `edit` sees a fresh view
+    /// of the branch on every attempt and returns (path, new content) pairs; files whose
+    /// content is unchanged are left alone. The ref moves only if it still points at the
+    /// commit the changes were built on; otherwise `edit` runs again on the new tip.
+    pub fn update<F>(&self, message: &str, mut edit: F) -> Result<CommitOutcome, RepoError>
+    where
+        F: FnMut(&BranchView<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RepoError>,
+    {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let view = self.view()?;
+            let changes = edit(&view)?;
+            let tip_commit = self
+                .repo
+                .find_commit(view.tip.0)
+                .map_err(git("reading the git-annex branch"))?;
+            let mut builder = git2::build::TreeUpdateBuilder::new();
+            let mut changed: Vec<Vec<u8>> = Vec::new();
+            // The last content given for a path counts.
+            let changes: BTreeMap<Vec<u8>, Vec<u8>> = changes.into_iter().collect();
+            for (path, content) in &changes {
+                check_path(path)?;
+                let id = Oid::hash_object(ObjectType::Blob, content)
+                    .map_err(git("hashing a log file"))?;
+                if view.tip_tree_entry(path)? == Some(id) {
+                    continue;
+                }
+                let blob = self.repo.blob(content).map_err(git("writing a log file"))?;
+                builder.upsert(path.clone(), blob, git2::FileMode::Blob);
+                changed.push(path.clone());
+            }
+            if changed.is_empty() {
+                return Ok(CommitOutcome {
+                    commit: None,
+                    attempts: attempt,
+                    side_ref: false,
+                    files: 0,
+                });
+            }
+            let tree_id = builder
+                .create_updated(&self.repo, &view.tip_tree)
+                .map_err(git("building the branch tree"))?;
+            let tree = self
+                .repo
+                .find_tree(tree_id)
+                .map_err(git("building the branch tree"))?;
+            let sig = self.signature()?;
+            let new = self
+                .repo
+                .commit(None, &sig, &sig, message, &tree, &[&tip_commit])
+                .map_err(git("committing to the git-annex branch"))?;
+
+            let _lock = JournalLock::acquire(&self.annex_dir())?;
+            let journal = view.journal.clone();
+            let conflicts = changed.iter().any(|p| {
+                journal
+                    .join(std::ffi::OsStr::from_bytes(&journal_name(p)))
+                    .exists()
+            });
+            match self
+                .repo
+                .reference_matching(BRANCH_REF, new, true, view.tip.0, message)
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == ErrorCode::Modified || e.code() == ErrorCode::Locked => {
+                    tracing::debug!(attempt, "git-annex branch moved while committing; retrying");
+                    std::thread::sleep(Duration::from_millis(attempt as u64 * 5));
+                    continue;
+                }
+                Err(source) => {
+                    return Err(RepoError::Git {
+                        what: "updating refs/heads/git-annex",
+                        source,
+                    })
+                }
+            }
+            if !conflicts {
+                self.drop_merged_side_ref(new);
+            } else {
+                let side_msg = format!("{message} (for git-annex to merge over its journal)");
+                let side = self
+                    .repo
+                    .commit(None, &sig, &sig, &side_msg, &tree, &[&tip_commit])
+                    .map_err(git("committing to the side ref"))?;
+                self.repo
+                    .reference(SIDE_REF, side, true, &side_msg)
+                    .map_err(git("updating the side ref"))?;
+                tracing::debug!(
+                    "git-annex has uncommitted journal entries for files we changed; \
+                     also committed to {SIDE_REF}"
+                );
+            }
+            return Ok(CommitOutcome {
+                commit: Some(ObjectId(new)),
+                attempts: attempt,
+                side_ref: conflicts,
+                files: changed.len(),
+            });
+        }
+        Err(RepoError::TooManyRaces {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Delete [`SIDE_REF`] once git-annex has merged it (it is then part of the branch),
+    /// so readers stop folding it in. Best effort.
+    fn drop_merged_side_ref(&self, tip: Oid) {
+        let Ok(side) = self.repo.refname_to_id(SIDE_REF) else {
+            return;
+        };
+        if side == tip || self.repo.graph_descendant_of(tip, side).unwrap_or(false) {
+            if let Ok(mut r) = self.repo.find_reference(SIDE_REF) {
+                if let Err(e) = r.delete() {
+                    tracing::debug!("could not delete merged {SIDE_REF}: {e}");
+                }
+            }
+        }
+    }
+
+    fn signature(&self) -> Result<git2::Signature<'static>, RepoError> {
+        let cfg = self.config()?;
+        let name = cfg.get("user.name").unwrap_or_else(|| "annexgate".into());
+        let email = cfg
+            .get("user.email")
+            .unwrap_or_else(|| "annexgate@localhost".into());
+        git2::Signature::now(&name, &email).map_err(git("making a commit signature"))
+    }
+}
+
+/// What [`GitRepo::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The new branch commit, or `None` when nothing needed changing.
+    pub commit: Option<ObjectId>,
+    /// Attempts made (1 unless the branch moved meanwhile).
+    pub attempts: u32,
+    /// The tree was also committed to [`SIDE_REF`] (git-annex had journal entries for
+    /// changed files).
+    pub side_ref: bool,
+    /// Files changed.
+    pub files: usize,
+}
+
+fn check_path(path: &[u8]) -> Result<(), RepoError> {
+    let bad = path.is_empty()
+        || path.contains(&0)
+        || path.contains(&b'\n')
+        || path
+            .split(|&b| b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b".." || c == b".git");
+    if bad {
+        return Err(RepoError::BadPath {
+            path: String::from_utf8_lossy(path).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn tree_entry_oid(tree: &git2::Tree<'_>, path: &[u8]) -> Result<Option<Oid>, RepoError> {
+    match tree.get_path(Path::new(std::ffi::OsStr::from_bytes(path))) {
+        Ok(e) if e.kind() == Some(ObjectType::Blob) => Ok(Some(e.id())),
+        Ok(_) => Ok(None),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+        Err(source) => Err(RepoError::Git {
+            what: "looking up a branch file",
+            source,
+        }),
+    }
+}
+
+fn read_tree_file(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    path: &[u8],
+) -> Result<Option<Vec<u8>>, RepoError> {
+    match tree_entry_oid(tree, path)? {
+        None => Ok(None),
+        Some(oid) => {
+            let blob = repo.find_blob(oid).map_err(git("reading a branch file"))?;
+            Ok(Some(blob.content().to_vec()))
+        }
+    }
+}
+
+/// Walk the location logs of a tree: blobs at `depth` whose name ends in `.log` and names
+/// a key. The callback gets (key, path, blob id) and returns false to stop.
+fn walk_location_logs(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    hash: BranchHash,
+    f: &mut dyn FnMut(Key, &[u8], Oid) -> Result<bool, RepoError>,
+) -> Result<bool, RepoError> {
+    let mut prefix = Vec::new();
+    walk_rec(repo, tree, hash, hash.depth(), &mut prefix, f)
+}
+
+fn walk_rec(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    hash: BranchHash,
+    depth: usize,
+    prefix: &mut Vec<u8>,
+    f: &mut dyn FnMut(Key, &[u8], Oid) -> Result<bool, RepoError>,
+) -> Result<bool, RepoError> {
+    for entry in tree.iter() {
+        let name = entry.name_bytes();
+        let len = prefix.len();
+        prefix.extend_from_slice(name);
+        let go_on = if depth > 1 {
+            if entry.kind() == Some(ObjectType::Tree) {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(git("reading the branch tree"))?;
+                prefix.push(b'/');
+                walk_rec(repo, &sub, hash, depth - 1, prefix, f)?
+            } else {
+                true
+            }
+        } else if entry.kind() == Some(ObjectType::Blob) && name.ends_with(b".log") {
+            match location_log_key(prefix, hash) {
+                Some(key) => f(key, prefix, entry.id())?,
+                None => true,
+            }
+        } else {
+            true
+        };
+        prefix.truncate(len);
+        if !go_on {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Remove a partly appended last line (git-annex appends to journal files without
+/// atomicity and ignores an unfinished line).
+fn discard_incomplete_append(mut v: Vec<u8>) -> Vec<u8> {
+    if !v.is_empty() && v.last() != Some(&b'\n') {
+        let keep = v.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        v.truncate(keep);
+    }
+    v
+}
+
+/// The git-annex branch as git-annex would read it at one moment.
+pub struct BranchView<'r> {
+    repo: &'r GitRepo,
+    tip: ObjectId,
+    tip_tree: git2::Tree<'r>,
+    siblings: Vec<(String, ObjectId, git2::Tree<'r>)>,
+    journal: PathBuf,
+    private_journal: Option<PathBuf>,
+}
+
+impl<'r> BranchView<'r> {
+    /// The commit of `refs/heads/git-annex` this view was made from.
+    pub fn tip(&self) -> ObjectId {
+        self.tip
+    }
+
+    /// Sibling branches whose changes are folded in (not yet merged by git-annex).
+    pub fn unmerged_siblings(&self) -> Vec<(String, ObjectId)> {
+        self.siblings
+            .iter()
+            .map(|(n, o, _)| (n.clone(), *o))
+            .collect()
+    }
+
+    fn tip_tree_entry(&self, path: &[u8]) -> Result<Option<Oid>, RepoError> {
+        tree_entry_oid(&self.tip_tree, path)
+    }
+
+    /// The file as committed at the tip.
+    pub fn committed(&self, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
+        read_tree_file(&self.repo.repo, &self.tip_tree, path)
+    }
+
+    fn journal_file(dir: &Path, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
+        let p = dir.join(std::ffi::OsStr::from_bytes(&journal_name(path)));
+        match fs::read(&p) {
+            Ok(v) => Ok(Some(discard_incomplete_append(v))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => Ok(None),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// git-annex's uncommitted journal entry for a file, if any.
+    pub fn journalled(&self, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
+        Self::journal_file(&self.journal, path)
+    }
+
+    fn content(&self, path: &[u8], private: bool) -> Result<Vec<u8>, RepoError> {
+        let base = match self.journalled(path)? {
+            Some(j) => Some(j),
+            None => self.committed(path)?,
+        };
+        let mut versions: Vec<Vec<u8>> = Vec::new();
+        if let Some(b) = base {
+            versions.push(b);
+        }
+        if private {
+            if let Some(dir) = &self.private_journal {
+                if let Some(p) = Self::journal_file(dir, path)? {
+                    versions.push(p);
+                }
+            }
+        }
+        for (_, _, tree) in &self.siblings {
+            if let Some(v) = read_tree_file(&self.repo.repo, tree, path)? {
+                versions.push(v);
+            }
+        }
+        Ok(match versions.len() {
+            0 => Vec::new(),
+            1 => versions.pop().expect("one"),
+            _ => {
+                let refs: Vec<&[u8]> = versions.iter().map(Vec::as_slice).collect();
+                union_merge_bytes(&refs)
+            }
+        })
+    }
+
+    /// The current content of a branch file, as git-annex reads it: the journal entry if
+    /// any, else the branch, union-merged with unmerged siblings (and git-annex's private
+    /// journal, when private repositories are configured). Empty if the file is nowhere.
+    pub fn get(&self, path: &[u8]) -> Result<Vec<u8>, RepoError> {
+        self.content(path, true)
+    }
+
+    /// Like [`BranchView::get`] but without the private journal: the basis for content
+    /// that will be committed (private information must not reach the branch).
+    pub fn get_for_write(&self, path: &[u8]) -> Result<Vec<u8>, RepoError> {
+        self.content(path, false)
+    }
+
+    /// Branch paths git-annex has uncommitted journal entries for.
+    pub fn journalled_paths(&self) -> Result<Vec<Vec<u8>>, RepoError> {
+        let mut out = Vec::new();
+        for dir in std::iter::once(&self.journal).chain(self.private_journal.iter()) {
+            let rd = match fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(dir)(e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(io_err(dir))?;
+                out.push(journal_path(ent.file_name().as_bytes()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Every location log as git-annex would read it now: the tip's, with journal entries
+    /// and unmerged siblings folded in, plus logs that exist only there. `f` gets the key
+    /// and content and returns false to stop. Streams the tip's tree.
+    pub fn for_each_location_log(
+        &self,
+        hash: BranchHash,
+        mut f: impl FnMut(Key, &[u8]) -> bool,
+    ) -> Result<(), RepoError> {
+        // Paths whose content is not simply the tip's blob.
+        let mut overridden: BTreeSet<Vec<u8>> = self
+            .journalled_paths()?
+            .into_iter()
+            .filter(|p| location_log_key(p, hash).is_some())
+            .collect();
+        for (_, _, tree) in &self.siblings {
+            let diff = self
+                .repo
+                .repo
+                .diff_tree_to_tree(Some(&self.tip_tree), Some(tree), None)
+                .map_err(git("comparing git-annex branches"))?;
+            for d in diff.deltas() {
+                if let Some(p) = d.new_file().path_bytes() {
+                    if location_log_key(p, hash).is_some() {
+                        overridden.insert(p.to_vec());
+                    }
+                }
+            }
+        }
+        let mut stopped = false;
+        let repo = &self.repo.repo;
+        walk_location_logs(repo, &self.tip_tree, hash, &mut |key, path, oid| {
+            if overridden.contains(path) {
+                return Ok(true);
+            }
+            let blob = repo.find_blob(oid).map_err(git("reading a log"))?;
+            let go_on = f(key, blob.content());
+            stopped = !go_on;
+            Ok(go_on)
+        })?;
+        if stopped {
+            return Ok(());
+        }
+        for p in &overridden {
+            let Some(key) = location_log_key(p, hash) else {
+                continue;
+            };
+            let content = self.get(p)?;
+            if !f(key, &content) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// git-annex's journal lock, held (as an exclusive `fcntl` lock on `annex/journal.lck`)
+/// while we move the branch ref. Released on drop.
+struct JournalLock {
+    _file: Option<fs::File>,
+}
+
+impl JournalLock {
+    fn acquire(annex_dir: &Path) -> Result<JournalLock, RepoError> {
+        if !annex_dir.is_dir() {
+            return Ok(JournalLock { _file: None });
+        }
+        let path = annex_dir.join("journal.lck");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let start = Instant::now();
+        let mut wait = Duration::from_millis(2);
+        loop {
+            match try_lock(&file) {
+                Ok(true) => return Ok(JournalLock { _file: Some(file) }),
+                Ok(false) => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            if start.elapsed() > LOCK_TIMEOUT {
+                return Err(RepoError::LockTimeout {
+                    path,
+                    secs: LOCK_TIMEOUT.as_secs(),
+                });
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Try an exclusive whole-file write lock. Uses open-file-description locks on Linux (they
+/// conflict with git-annex's process-owned `fcntl` locks, and also between our own
+/// threads); plain `fcntl` locks elsewhere.
+fn try_lock(file: &fs::File) -> io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a zeroed flock is a valid value; we fill the fields we need.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = 0;
+    fl.l_len = 0;
+    #[cfg(target_os = "linux")]
+    let cmd = libc::F_OFD_SETLK;
+    #[cfg(not(target_os = "linux"))]
+    let cmd = libc::F_SETLK;
+    // SAFETY: fcntl with a valid fd and a pointer to our flock.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) | Some(libc::EINTR) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// A snapshot of git config (all levels, the repository's own winning).
+pub struct GitConfig {
+    cfg: git2::Config,
+}
+
+impl fmt::Debug for GitConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GitConfig")
+    }
+}
+
+impl GitConfig {
+    /// The value of a key (the last one, for multi-valued keys).
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.cfg.get_string(key).ok()
+    }
+
+    /// Every value of a multi-valued key, in config order.
+    pub fn get_all(&self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(mut entries) = self.cfg.multivar(key, None) {
+            while let Some(Ok(e)) = entries.next() {
+                if let Some(v) = e.value() {
+                    out.push(v.to_string());
+                } else {
+                    out.push(String::new());
+                }
+            }
+        }
+        out
+    }
+
+    /// A boolean key by git's rules (`true`/`yes`/`on`/`1`, a key with no value, ...);
+    /// `None` when unset or not a boolean.
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.cfg.get_bool(key).ok()
+    }
+
+    /// The names of every configured remote (`remote.<name>.*`), sorted.
+    pub fn remotes(&self) -> Vec<String> {
+        let mut names = BTreeSet::new();
+        if let Ok(mut entries) = self.cfg.entries(Some("^remote\\..*\\.[^.]*$")) {
+            while let Some(Ok(e)) = entries.next() {
+                if let Some(name) = e.name() {
+                    if let Some(rest) = name.strip_prefix("remote.") {
+                        if let Some(dot) = rest.rfind('.') {
+                            names.insert(rest[..dot].to_string());
+                        }
+                    }
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    /// `remote.<remote>.<var>`.
+    pub fn remote(&self, remote: &str, var: &str) -> Option<String> {
+        self.get(&format!("remote.{remote}.{var}"))
+    }
+
+    /// Every `remote.<remote>.*` setting (variable names lower-cased by git).
+    pub fn remote_settings(&self, remote: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let prefix = format!("remote.{remote}.");
+        if let Ok(mut entries) = self.cfg.entries(None) {
+            while let Some(Ok(e)) = entries.next() {
+                if let (Some(name), value) = (e.name(), e.value()) {
+                    if let Some(var) = name.strip_prefix(&prefix) {
+                        if !var.contains('.') {
+                            out.insert(var.to_string(), value.unwrap_or("").to_string());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// This repository's UUID (`annex.uuid`).
+    pub fn annex_uuid(&self) -> Option<Uuid> {
+        self.get("annex.uuid").and_then(|s| Uuid::parse(&s).ok())
+    }
+
+    /// A remote's UUID (`remote.<r>.annex-uuid`).
+    pub fn remote_uuid(&self, remote: &str) -> Option<Uuid> {
+        self.remote(remote, "annex-uuid")
+            .and_then(|s| Uuid::parse(&s).ok())
+    }
+
+    /// The branch hash layout (`annex.tune.branchhash1`).
+    pub fn branch_hash(&self) -> BranchHash {
+        if self.get_bool("annex.tune.branchhash1") == Some(true) {
+            BranchHash::OneLevel
+        } else {
+            BranchHash::TwoLevel
+        }
+    }
+
+    /// UUIDs configured private: this repository's with `annex.private`, and remotes' with
+    /// `remote.<r>.annex-private`. Their information never goes to the branch.
+    pub fn private_uuids(&self) -> BTreeSet<Uuid> {
+        let mut out = BTreeSet::new();
+        if self.get_bool("annex.private") == Some(true) {
+            if let Some(u) = self.annex_uuid() {
+                out.insert(u);
+            }
+        }
+        for r in self.remotes() {
+            if self.get_bool(&format!("remote.{r}.annex-private")) == Some(true) {
+                if let Some(u) = self.remote_uuid(&r) {
+                    out.insert(u);
+                }
+            }
+        }
+        out
+    }
+
+    /// Cluster names and UUIDs this repository is a gateway for (`annex.cluster.<name>`).
+    pub fn clusters(&self) -> BTreeMap<String, Uuid> {
+        let mut out = BTreeMap::new();
+        if let Ok(mut entries) = self.cfg.entries(Some("^annex\\.cluster\\..*")) {
+            while let Some(Ok(e)) = entries.next() {
+                if let (Some(name), Some(value)) = (e.name(), e.value()) {
+                    if let (Some(n), Ok(u)) =
+                        (name.strip_prefix("annex.cluster."), Uuid::parse(value))
+                    {
+                        out.insert(n.to_string(), u);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_appends_are_discarded() {
+        assert_eq!(discard_incomplete_append(b"a\nb\npart".to_vec()), b"a\nb\n");
+        assert_eq!(discard_incomplete_append(b"a\n".to_vec()), b"a\n");
+        assert_eq!(discard_incomplete_append(b"part".to_vec()), b"");
+        assert_eq!(discard_incomplete_append(Vec::new()), b"");
+    }
+
+    #[test]
+    fn branch_paths_are_checked() {
+        for ok in [&b"uuid.log"[..], b"d76/b9c/K.log", b"remote/web/x.log"] {
+            assert!(check_path(ok).is_ok());
+        }
+        for bad in [
+            &b""[..],
+            b"/a",
+            b"a//b",
+            b"a/",
+            b"../x",
+            b"a/./b",
+            b"a\0b",
+            b"a\nb",
+            b".git/x",
+        ] {
+            assert!(
+                matches!(check_path(bad), Err(RepoError::BadPath { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn object_ids() {
+        let hex = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(ObjectId::parse(hex).unwrap().to_string(), hex);
+        assert!(ObjectId::parse("xyz").is_none());
+    }
+}
