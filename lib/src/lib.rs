@@ -22,6 +22,7 @@
 
 pub mod branch;
 pub mod conn;
+pub mod gateway;
 pub mod logging;
 pub mod node;
 pub mod placement;

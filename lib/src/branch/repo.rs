@@ -168,7 +168,7 @@ impl GitRepo {
     pub fn config(&self) -> Result<GitConfig, RepoError> {
         let mut cfg = self.repo.config().map_err(git("reading git config"))?;
         let snap = cfg.snapshot().map_err(git("reading git config"))?;
-        Ok(GitConfig { cfg: snap })
+        Ok(GitConfig::from_git2(&snap))
     }
 
     fn local_config(&self) -> Result<git2::Config, RepoError> {
@@ -862,55 +862,112 @@ fn try_lock(file: &fs::File) -> io::Result<bool> {
     }
 }
 
-/// A snapshot of git config (all levels, the repository's own winning).
+/// A snapshot of git config (all levels, the repository's own winning): plain data, so it
+/// can be shared between threads.
+#[derive(Clone, Default)]
 pub struct GitConfig {
-    cfg: git2::Config,
+    /// (normalised name, value) in config order; a key given without `=` has no value.
+    entries: Vec<(String, Option<String>)>,
 }
 
 impl fmt::Debug for GitConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("GitConfig")
+        write!(f, "GitConfig({} entries)", self.entries.len())
+    }
+}
+
+/// git's key normalisation: section and variable names are case-insensitive, a
+/// subsection (the middle part) is not.
+fn normalise_key(key: &str) -> String {
+    match (key.find('.'), key.rfind('.')) {
+        (Some(first), Some(last)) if first != last => format!(
+            "{}{}{}",
+            key[..first].to_ascii_lowercase(),
+            &key[first..last],
+            key[last..].to_ascii_lowercase()
+        ),
+        _ => key.to_ascii_lowercase(),
+    }
+}
+
+/// git's boolean values.
+pub fn parse_git_bool(v: Option<&str>) -> Option<bool> {
+    match v.map(|s| s.trim().to_ascii_lowercase()) {
+        None => Some(true),
+        Some(s) => match s.as_str() {
+            "true" | "yes" | "on" | "1" => Some(true),
+            "false" | "no" | "off" | "0" | "" => Some(false),
+            other => other.parse::<i64>().ok().map(|n| n != 0),
+        },
     }
 }
 
 impl GitConfig {
+    fn from_git2(cfg: &git2::Config) -> GitConfig {
+        let mut entries = Vec::new();
+        if let Ok(mut it) = cfg.entries(None) {
+            while let Some(Ok(e)) = it.next() {
+                if let Some(name) = e.name() {
+                    // A key written without `=` has no value (a boolean true); asking
+                    // git2 for its value would panic.
+                    let value = if e.has_value() {
+                        Some(String::from_utf8_lossy(e.value_bytes()).into_owned())
+                    } else {
+                        None
+                    };
+                    entries.push((normalise_key(name), value));
+                }
+            }
+        }
+        GitConfig { entries }
+    }
+
+    /// A config made of `(key, value)` pairs, for tests and for callers with their own
+    /// source of settings.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> GitConfig {
+        GitConfig {
+            entries: pairs
+                .into_iter()
+                .map(|(k, v)| (normalise_key(k), Some(v.to_string())))
+                .collect(),
+        }
+    }
+
     /// The value of a key (the last one, for multi-valued keys).
     pub fn get(&self, key: &str) -> Option<String> {
-        self.cfg.get_string(key).ok()
+        let k = normalise_key(key);
+        self.entries
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone().unwrap_or_default())
     }
 
     /// Every value of a multi-valued key, in config order.
     pub fn get_all(&self, key: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Ok(mut entries) = self.cfg.multivar(key, None) {
-            while let Some(Ok(e)) = entries.next() {
-                if let Some(v) = e.value() {
-                    out.push(v.to_string());
-                } else {
-                    out.push(String::new());
-                }
-            }
-        }
-        out
+        let k = normalise_key(key);
+        self.entries
+            .iter()
+            .filter(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone().unwrap_or_default())
+            .collect()
     }
 
     /// A boolean key by git's rules (`true`/`yes`/`on`/`1`, a key with no value, ...);
     /// `None` when unset or not a boolean.
     pub fn get_bool(&self, key: &str) -> Option<bool> {
-        self.cfg.get_bool(key).ok()
+        let k = normalise_key(key);
+        let (_, v) = self.entries.iter().rev().find(|(n, _)| *n == k)?;
+        parse_git_bool(v.as_deref())
     }
 
     /// The names of every configured remote (`remote.<name>.*`), sorted.
     pub fn remotes(&self) -> Vec<String> {
         let mut names = BTreeSet::new();
-        if let Ok(mut entries) = self.cfg.entries(Some("^remote\\..*\\.[^.]*$")) {
-            while let Some(Ok(e)) = entries.next() {
-                if let Some(name) = e.name() {
-                    if let Some(rest) = name.strip_prefix("remote.") {
-                        if let Some(dot) = rest.rfind('.') {
-                            names.insert(rest[..dot].to_string());
-                        }
-                    }
+        for (name, _) in &self.entries {
+            if let Some(rest) = name.strip_prefix("remote.") {
+                if let Some(dot) = rest.rfind('.') {
+                    names.insert(rest[..dot].to_string());
                 }
             }
         }
@@ -926,18 +983,25 @@ impl GitConfig {
     pub fn remote_settings(&self, remote: &str) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let prefix = format!("remote.{remote}.");
-        if let Ok(mut entries) = self.cfg.entries(None) {
-            while let Some(Ok(e)) = entries.next() {
-                if let (Some(name), value) = (e.name(), e.value()) {
-                    if let Some(var) = name.strip_prefix(&prefix) {
-                        if !var.contains('.') {
-                            out.insert(var.to_string(), value.unwrap_or("").to_string());
-                        }
-                    }
+        for (name, value) in &self.entries {
+            if let Some(var) = name.strip_prefix(&prefix) {
+                if !var.contains('.') {
+                    out.insert(var.to_string(), value.clone().unwrap_or_default());
                 }
             }
         }
         out
+    }
+
+    /// Every `(name, value)` whose name starts with `prefix` (normalised names).
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.entries.iter().filter_map(move |(n, v)| {
+            n.starts_with(prefix)
+                .then(|| (n.as_str(), v.as_deref().unwrap_or("")))
+        })
     }
 
     /// This repository's UUID (`annex.uuid`).
@@ -982,15 +1046,9 @@ impl GitConfig {
     /// Cluster names and UUIDs this repository is a gateway for (`annex.cluster.<name>`).
     pub fn clusters(&self) -> BTreeMap<String, Uuid> {
         let mut out = BTreeMap::new();
-        if let Ok(mut entries) = self.cfg.entries(Some("^annex\\.cluster\\..*")) {
-            while let Some(Ok(e)) = entries.next() {
-                if let (Some(name), Some(value)) = (e.name(), e.value()) {
-                    if let (Some(n), Ok(u)) =
-                        (name.strip_prefix("annex.cluster."), Uuid::parse(value))
-                    {
-                        out.insert(n.to_string(), u);
-                    }
-                }
+        for (name, value) in self.with_prefix("annex.cluster.") {
+            if let (Some(n), Ok(u)) = (name.strip_prefix("annex.cluster."), Uuid::parse(value)) {
+                out.insert(n.to_string(), u);
             }
         }
         out
@@ -1037,5 +1095,42 @@ mod tests {
         let hex = "0123456789abcdef0123456789abcdef01234567";
         assert_eq!(ObjectId::parse(hex).unwrap().to_string(), hex);
         assert!(ObjectId::parse("xyz").is_none());
+    }
+}
+
+#[cfg(test)]
+mod config_order_tests {
+    use super::*;
+
+    /// The repository's own setting must win over the global one, and a multi-valued key
+    /// lists values from the lowest level to the highest, as `git config --get-all` does.
+    #[test]
+    fn local_level_wins_over_global() {
+        let dir = tempfile::tempdir().unwrap();
+        let global = dir.path().join("global");
+        let local = dir.path().join("local");
+        std::fs::write(
+            &global,
+            "[annex]\n\tfoo = global\n\tmulti = g\n[remote \"R\"]\n\turl = g\n",
+        )
+        .unwrap();
+        std::fs::write(&local, "[annex]\n\tfoo = local\n\tmulti = l\n\tflag\n").unwrap();
+        let mut cfg = git2::Config::new().unwrap();
+        cfg.add_file(&global, git2::ConfigLevel::Global, false)
+            .unwrap();
+        cfg.add_file(&local, git2::ConfigLevel::Local, false)
+            .unwrap();
+        let snap = GitConfig::from_git2(&cfg.snapshot().unwrap());
+        assert_eq!(snap.get("annex.foo").as_deref(), Some("local"));
+        assert_eq!(snap.get("ANNEX.FOO").as_deref(), Some("local"));
+        assert_eq!(snap.get_all("annex.multi"), vec!["g", "l"]);
+        assert_eq!(snap.get_bool("annex.flag"), Some(true));
+        assert_eq!(snap.remote("R", "url").as_deref(), Some("g"));
+        assert_eq!(
+            snap.remote("r", "url"),
+            None,
+            "subsections are case-sensitive"
+        );
+        assert_eq!(snap.remotes(), vec!["R".to_string()]);
     }
 }

@@ -86,6 +86,8 @@ pub struct BuiltinCall {
     /// Words after the last `--` (rsync options for the legacy sendkey/recvkey).
     pub rest: Vec<String>,
     pub debug: bool,
+    /// `--force` (dropkey requires it).
+    pub force: bool,
 }
 
 impl BuiltinCall {
@@ -259,9 +261,11 @@ fn parse_builtin(_b: Builtin, dir: &str, params: &[String]) -> Result<BuiltinCal
             call.uuid = Some(v.clone());
         } else if p == "--debug" {
             call.debug = true;
+        } else if p == "--force" {
+            call.force = true;
         } else if matches!(
             p.as_str(),
-            "--no-debug" | "--quiet" | "-q" | "--verbose" | "-v" | "--force" | "--fast"
+            "--no-debug" | "--quiet" | "-q" | "--verbose" | "-v" | "--fast"
         ) || p.starts_with("--debugfilter=")
         {
             // accepted, as git-annex does; nothing to do for a shell
