@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::harness::run::run;
 use crate::harness::tools::Tools;
-use crate::harness::{RepoKind, Side, TestEnv, Transport, SSH_HOST};
+use crate::harness::{Repo, RepoKind, ShellImpl, Side, TestEnv, Transport, SSH_HOST};
 
 /// Runs `ssh ARGS` as the client would, returning the result.
 fn ssh(env: &TestEnv, args: &[&str]) -> crate::harness::RunResult {
@@ -151,10 +151,9 @@ fn git_traffic(t: Transport) {
     let mut clone = env.command(Side::Client, "git", env.root());
     clone.args(["clone", "-q", &srv.ssh_url(), "copy"]);
     env.run(&mut clone);
-    let copy = env.root().join("copy");
-    let mut rev = env.command(Side::Client, "git", &copy);
-    rev.args(["rev-parse", "HEAD"]);
-    assert_eq!(env.run(&mut rev).stdout, head);
+    let copy = Repo::open(&env, Side::Client, &env.root().join("copy"), "copy");
+    assert_eq!(copy.git(&["rev-parse", "HEAD"]), head);
+    assert_eq!(copy.kind(), RepoKind::NonBare);
     let cmds = env.remote_commands();
     assert!(
         cmds.iter().any(|c| c.starts_with("git-receive-pack ")),
@@ -190,4 +189,29 @@ fn a_hanging_command_is_killed_at_the_time_limit() {
     let r = run(&mut c, Duration::from_millis(200));
     assert!(r.timed_out, "{r}");
     assert_eq!(r.signal, Some(libc::SIGKILL), "{r}");
+}
+
+/// A server side that never answers: the client is killed at the time limit, with everything
+/// it started on this machine, and the result says so.
+#[test]
+fn a_silent_server_is_cut_off_at_the_time_limit() {
+    let env = TestEnv::new(Transport::Shim);
+    let srv = env.server_repo("srv", RepoKind::Bare);
+    let client = env.client_repo("client");
+    client.add_files(&[("a.txt", b"hello\n")]);
+    client.add_ssh_remote("srv", &srv, ShellImpl::GitAnnexShell);
+    let silent = env.root().join("silent-shell");
+    crate::harness::ssh::write_script(&silent, "#!/bin/sh\nexec sleep 600\n");
+    client.set_config("remote.srv.annex-shell", &silent.to_string_lossy());
+    env.set_timeout(Duration::from_secs(3));
+    let r = client.try_annex(&["copy", "--to", "srv", "a.txt"]);
+    assert!(r.timed_out, "{r}");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &silent.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the silent shell survived: {left:?}"
+    );
 }

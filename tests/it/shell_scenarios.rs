@@ -131,26 +131,40 @@ fn copy_to(t: Transport, shell: ShellImpl) -> Outcome {
     let env = TestEnv::new(t);
     let mut out = Outcome::default();
     let files = sample_files();
-    let (client, servers) = client_and_servers(&env, shell, &["srv"], &files);
-    let srv = &servers[0];
+    let (client, mut servers) = client_and_servers(&env, shell, &["srv"], &files);
+    // A server with a work tree too: its objects live under .git/annex, in the other hash
+    // layout.
+    let wsrv = env.server_repo("wsrv", RepoKind::NonBare);
+    client.add_ssh_remote("wsrv", &wsrv, shell);
+    servers.push(wsrv);
 
-    let r = client.annex(&["copy", "--to", "srv", "--debug", "."]);
-    out.note("copy --to srv: P2P", verbs(&r.stderr));
-    for (name, content) in &files {
-        assert_eq!(note_locations(&mut out, &client, name), ["client", "srv"]);
-        let key = client.key_of(name);
-        assert_eq!(
-            srv.object_content(&key).as_deref(),
-            Some(content.as_slice()),
-            "srv's object for {name}"
-        );
+    for srv in &servers {
+        let r = client.annex(&["copy", "--to", srv.name(), "--debug", "."]);
+        out.note(&format!("copy --to {}: P2P", srv.name()), verbs(&r.stderr));
     }
-    // The server's own view: its git-annex branch lists every key as present, and each
-    // object verifies.
-    let (code, items) = srv.fsck(&["--all"]);
-    assert_eq!(code, Some(0), "fsck --all on srv: {items:?}");
-    assert_eq!(items.len(), files.len(), "srv knows every key: {items:?}");
-    out.note("fsck --all on srv", &items);
+    for (name, content) in &files {
+        assert_eq!(
+            note_locations(&mut out, &client, name),
+            ["client", "srv", "wsrv"]
+        );
+        let key = client.key_of(name);
+        for srv in &servers {
+            assert_eq!(
+                srv.object_content(&key).as_deref(),
+                Some(content.as_slice()),
+                "{}'s object for {name}",
+                srv.name()
+            );
+        }
+    }
+    for srv in &servers {
+        // The server's own view: its git-annex branch lists every key as present, and each
+        // object verifies.
+        let (code, items) = srv.fsck(&["--all"]);
+        assert_eq!(code, Some(0), "fsck --all on {}: {items:?}", srv.name());
+        assert_eq!(items.len(), files.len(), "{} knows every key", srv.name());
+        out.note(&format!("fsck --all on {}", srv.name()), &items);
+    }
     // Copying again finds everything there and sends nothing.
     let r = client.annex(&["copy", "--to", "srv", "--debug", "."]);
     let again = verbs(&r.stderr);

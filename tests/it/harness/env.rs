@@ -60,7 +60,7 @@ pub struct TestEnv {
     server_home: PathBuf,
     ssh: SshFiles,
     path_var: String,
-    timeout: Duration,
+    timeout: Mutex<Duration>,
     server_env: Mutex<BTreeMap<String, String>>,
     /// uuid -> the name a repo was created with, to name locations in outcomes.
     names: Mutex<BTreeMap<String, String>>,
@@ -132,7 +132,7 @@ impl TestEnv {
             server_home,
             ssh,
             path_var,
-            timeout: default_timeout(),
+            timeout: Mutex::new(default_timeout()),
             server_env: Mutex::new(BTreeMap::new()),
             names: Mutex::new(BTreeMap::new()),
         }
@@ -140,6 +140,11 @@ impl TestEnv {
 
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Changes the time limit for each later command of this environment.
+    pub fn set_timeout(&self, limit: Duration) {
+        *self.timeout.lock().unwrap() = limit;
     }
 
     pub fn transport(&self) -> Transport {
@@ -183,7 +188,8 @@ impl TestEnv {
 
     /// Runs a command to completion (time-limited); the caller judges the result.
     pub fn try_run(&self, cmd: &mut Command) -> RunResult {
-        run(cmd, self.timeout)
+        let limit = *self.timeout.lock().unwrap();
+        run(cmd, limit)
     }
 
     /// Runs a command and panics (showing both outputs) unless it exits 0.

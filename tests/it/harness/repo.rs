@@ -42,6 +42,32 @@ impl TestEnv {
 }
 
 impl<'e> Repo<'e> {
+    /// A handle on an existing repository at `path` (e.g. made by `git clone`), used as
+    /// `side`. Its git-annex UUID, if it has one, names it in locations after `name`.
+    pub fn open(env: &'e TestEnv, side: Side, path: &Path, name: &str) -> Repo<'e> {
+        let mut repo = Repo {
+            env,
+            side,
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            kind: RepoKind::NonBare,
+            uuid: String::new(),
+        };
+        if repo.git(&["rev-parse", "--is-bare-repository"]).trim() == "true" {
+            repo.kind = RepoKind::Bare;
+        }
+        let uuid = repo
+            .try_git(&["config", "annex.uuid"])
+            .stdout
+            .trim()
+            .to_string();
+        if !uuid.is_empty() {
+            env.register_uuid(&uuid, name);
+        }
+        repo.uuid = uuid;
+        repo
+    }
+
     fn create(env: &'e TestEnv, side: Side, name: &str, kind: RepoKind) -> Repo<'e> {
         let dir_name = match kind {
             RepoKind::Bare => format!("{name}.git"),
@@ -78,6 +104,7 @@ impl<'e> Repo<'e> {
     pub fn kind(&self) -> RepoKind {
         self.kind
     }
+    /// The git-annex UUID (empty for a repo opened before `git annex init`).
     pub fn uuid(&self) -> &str {
         &self.uuid
     }

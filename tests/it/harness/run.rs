@@ -11,12 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The limit for one command, `ANNEXGATE_TEST_TIMEOUT` seconds or 120.
+/// The limit for one command: `ANNEXGATE_TEST_TIMEOUT` seconds, or 60 (a git-annex command in
+/// these tests takes a few seconds even on a loaded machine; a hang must not cost more).
 pub fn default_timeout() -> Duration {
     let secs = std::env::var("ANNEXGATE_TEST_TIMEOUT")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
+        .unwrap_or(60);
     Duration::from_secs(secs)
 }
 
