@@ -16,8 +16,8 @@
 
 use super::balanced::{repo_has_space, size_balanced_candidates, MemberSpace, Picker};
 use super::expr::{
-    BalancedCount, BalancedKind, CopiesFilter, CopiesSpec, Expr, MetaCompare, Node, ParseError,
-    Term, TermError, TermFailure, TermKind,
+    BalancedCount, BalancedKind, Bin, CopiesFilter, CopiesSpec, Expr, MetaCompare, Node,
+    ParseError, Term, TermError, TermFailure, TermKind,
 };
 use super::facts::{Facts, KeyFacts, TrustLevel};
 use super::glob::decode_code_points;
@@ -286,48 +286,41 @@ pub fn describe_events(events: &[Event], prefix: &str) -> Option<String> {
         ws
     };
     let mut out: Vec<W> = Vec::new();
-    loop {
-        let r = &rest;
-        let at = |i: usize| r.get(i);
+    let mut i = 0;
+    while i < rest.len() {
+        let r = &rest[i..];
         if r.len() >= 6
             && r[0] == W::O
             && is_op(&r[1])
-            && r[2] == W::R
+            && (r[2] == W::R || r[2] == W::A)
             && is_op(&r[3])
             && r[4] == W::C
-            && r[5] == W::R
+            && r[5] == r[2]
         {
-            out.extend([r[1].clone(), W::R, r[3].clone(), W::R]);
-            rest = r[6..].to_vec();
-        } else if r.len() >= 6
-            && r[0] == W::O
-            && is_op(&r[1])
-            && r[2] == W::A
-            && is_op(&r[3])
-            && r[4] == W::C
-            && r[5] == W::A
-        {
-            out.extend([r[1].clone(), W::A, r[3].clone(), W::A]);
-            rest = r[6..].to_vec();
+            // (a or b) or -> a or b or; (a and b) and -> a and b and
+            out.extend([r[1].clone(), r[2].clone(), r[3].clone(), r[2].clone()]);
+            i += 6;
         } else if r.len() >= 4
             && (r[0] == W::R || r[0] == W::A)
             && r[1] == W::O
             && is_op(&r[2])
             && r[3] == W::C
         {
+            // or (a) -> or a
             out.extend([r[0].clone(), r[2].clone()]);
-            rest = r[4..].to_vec();
+            i += 4;
         } else if r.len() >= 4 && r[0] == W::O && r[1] == W::N && is_op(&r[2]) && r[3] == W::C {
+            // (not a) -> not a
             out.extend([W::N, r[2].clone()]);
-            rest = r[4..].to_vec();
-        } else if at(0) == Some(&W::O) && at(1) == Some(&W::O) {
+            i += 4;
+        } else if r.len() >= 2 && r[0] == W::O && r[1] == W::O {
+            // ((…)) -> (…): drop the close matching the inner open.
             out.push(W::O);
             rest = remove_close(&r[1..]);
-        } else if let Some(w) = at(0) {
-            out.push(w.clone());
-            rest = r[1..].to_vec();
+            i = 0;
         } else {
-            break;
+            out.push(r[0].clone());
+            i += 1;
         }
     }
     let words: Vec<&str> = out
@@ -909,38 +902,20 @@ impl<'a> Cx<'a> {
         !self.np.contains(u)
     }
 
+    /// Evaluate a matcher like git-annex's `matchMrun'`, short-circuiting left to right and
+    /// recording the same events. Left spines are evaluated without recursion.
     fn node(&self, n: &Node<Op>, tr: &mut Trace) -> bool {
-        let push = |tr: &mut Trace, ev: Event| {
+        fn push(tr: &mut Trace, ev: Event) {
             if let Some(t) = tr {
                 t.push(ev)
             }
-        };
-        match n {
+        }
+        let (leaf, levels) = n.spine();
+        for _ in &levels {
+            push(tr, Event::Open);
+        }
+        let mut acc = match leaf {
             Node::Any => true,
-            Node::And(a, b) => {
-                push(tr, Event::Open);
-                if self.node(a, tr) {
-                    push(tr, Event::And);
-                    let r = self.node(b, tr);
-                    push(tr, Event::Close);
-                    r
-                } else {
-                    push(tr, Event::Close);
-                    false
-                }
-            }
-            Node::Or(a, b) => {
-                push(tr, Event::Open);
-                if self.node(a, tr) {
-                    push(tr, Event::Close);
-                    true
-                } else {
-                    push(tr, Event::Or);
-                    let r = self.node(b, tr);
-                    push(tr, Event::Close);
-                    r
-                }
-            }
             Node::Not(a) => {
                 push(tr, Event::Open);
                 push(tr, Event::Not);
@@ -960,7 +935,24 @@ impl<'a> Cx<'a> {
                 }
                 r
             }
+            Node::And(..) | Node::Or(..) => unreachable!("a spine ends in a non-binary node"),
+        };
+        for (bin, right) in levels.iter().rev() {
+            acc = match (bin, acc) {
+                (Bin::And, true) => {
+                    push(tr, Event::And);
+                    self.node(right, tr)
+                }
+                (Bin::And, false) => false,
+                (Bin::Or, true) => true,
+                (Bin::Or, false) => {
+                    push(tr, Event::Or);
+                    self.node(right, tr)
+                }
+            };
+            push(tr, Event::Close);
         }
+        acc
     }
 
     fn op(&self, op: &Op, why: Option<&mut String>) -> bool {

@@ -24,9 +24,13 @@ use super::number::{hs_is_space, read_size, readish_int};
 use std::fmt;
 use std::ops::Range;
 
-/// At most this many tokens in one expression: the tree is as deep as the expression is
-/// long, and evaluation recurses over it.
+/// At most this many tokens in one expression.
 pub const MAX_TOKENS: usize = 2048;
+
+/// At most this deep: parentheses open at once, plus `and`/`or`/`not` in a row. Long flat
+/// chains (`a or b or c …`) are not limited by this; true nesting is, because parsing and
+/// evaluation recurse over it.
+pub const MAX_NESTING: usize = 100;
 
 /// A parsed matcher: git-annex's `Matcher`. `Any` matches everything; an expression with
 /// no terms is `Any`, which callers treat as "not configured".
@@ -48,53 +52,105 @@ impl<T> Node<T> {
     /// Every operation, left to right.
     pub fn ops(&self) -> Vec<&T> {
         let mut out = Vec::new();
-        self.visit(&mut |t| out.push(t));
+        self.visit(false, &mut |t, _| out.push(t));
         out
     }
 
-    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a T)) {
-        match self {
+    /// Visit the operations left to right with whether each is under an odd number of
+    /// `not`s. Left spines (`a or b or c …`) are walked without recursion.
+    fn visit<'a>(&'a self, neg: bool, f: &mut dyn FnMut(&'a T, bool)) {
+        let (leaf, levels) = self.spine();
+        match leaf {
             Node::Any => {}
-            Node::And(a, b) | Node::Or(a, b) => {
-                a.visit(f);
-                b.visit(f);
-            }
-            Node::Not(a) => a.visit(f),
-            Node::Op(t) => f(t),
+            Node::Not(a) => a.visit(!neg, f),
+            Node::Op(t) => f(t, neg),
+            Node::And(..) | Node::Or(..) => unreachable!("a spine ends in a non-binary node"),
+        }
+        for (_, right) in levels.iter().rev() {
+            right.visit(neg, f);
         }
     }
 
-    /// Operations under an odd number of `not`s (git-annex's `findNegated`).
-    pub fn negated_ops(&self) -> Vec<&T> {
-        fn go<'a, T>(n: &'a Node<T>, neg: bool, out: &mut Vec<&'a T>) {
+    /// The left spine of a tree: the leftmost node that is not an `and`/`or`, and the
+    /// `and`/`or` levels above it, outermost first.
+    pub(crate) fn spine(&self) -> (&Node<T>, Vec<(Bin, &Node<T>)>) {
+        let mut levels = Vec::new();
+        let mut n = self;
+        loop {
             match n {
-                Node::Any => {}
-                Node::And(a, b) | Node::Or(a, b) => {
-                    go(a, neg, out);
-                    go(b, neg, out);
+                Node::And(a, b) => {
+                    levels.push((Bin::And, &**b));
+                    n = a;
                 }
-                Node::Not(a) => go(a, !neg, out),
-                Node::Op(t) => {
-                    if neg {
-                        out.push(t)
-                    }
+                Node::Or(a, b) => {
+                    levels.push((Bin::Or, &**b));
+                    n = a;
                 }
+                leaf => return (leaf, levels),
             }
         }
+    }
+
+    /// Take a tree apart along its left spine (see [`Node::spine`]).
+    pub(crate) fn into_spine(self) -> (Node<T>, Vec<(Bin, Node<T>)>) {
+        let mut levels = Vec::new();
+        let mut n = self;
+        loop {
+            match n {
+                Node::And(a, b) => {
+                    levels.push((Bin::And, *b));
+                    n = *a;
+                }
+                Node::Or(a, b) => {
+                    levels.push((Bin::Or, *b));
+                    n = *a;
+                }
+                leaf => return (leaf, levels),
+            }
+        }
+    }
+
+    /// Operations under an odd number of `not`s (git-annex's `findNegated`), left to
+    /// right.
+    pub fn negated_ops(&self) -> Vec<&T> {
         let mut out = Vec::new();
-        go(self, false, &mut out);
+        self.visit(false, &mut |t, neg| {
+            if neg {
+                out.push(t)
+            }
+        });
         out
     }
 
     /// The same tree with every operation mapped (possibly failing).
     pub fn try_map<U, E>(self, f: &mut dyn FnMut(T) -> Result<U, E>) -> Result<Node<U>, E> {
-        Ok(match self {
+        let (leaf, levels) = self.into_spine();
+        let mut acc = match leaf {
             Node::Any => Node::Any,
-            Node::And(a, b) => Node::And(Box::new(a.try_map(f)?), Box::new(b.try_map(f)?)),
-            Node::Or(a, b) => Node::Or(Box::new(a.try_map(f)?), Box::new(b.try_map(f)?)),
             Node::Not(a) => Node::Not(Box::new(a.try_map(f)?)),
             Node::Op(t) => Node::Op(f(t)?),
-        })
+            Node::And(..) | Node::Or(..) => unreachable!("a spine ends in a non-binary node"),
+        };
+        for (bin, right) in levels.into_iter().rev() {
+            acc = bin.join(acc, right.try_map(f)?);
+        }
+        Ok(acc)
+    }
+}
+
+/// `and` or `or`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bin {
+    And,
+    Or,
+}
+
+impl Bin {
+    pub(crate) fn join<T>(self, a: Node<T>, b: Node<T>) -> Node<T> {
+        match self {
+            Bin::And => Node::And(Box::new(a), Box::new(b)),
+            Bin::Or => Node::Or(Box::new(a), Box::new(b)),
+        }
     }
 }
 
@@ -278,6 +334,8 @@ pub enum TermError {
     BadGlob { regex: String },
     #[error("expression has more than {max} tokens")]
     TooLong { max: usize },
+    #[error("expression nests more than {max} deep")]
+    TooDeep { max: usize },
     /// The expansion of `groupwanted` (the group's expression) does not parse.
     #[error("{message}")]
     Expansion { term: &'static str, message: String },
@@ -662,15 +720,30 @@ fn consume(m: Node<Term>, gs: &mut std::collections::VecDeque<Group>) -> Node<Te
     }
 }
 
+/// git-annex's one-pass simplification: `anything and x` and `x and anything` become `x`.
 fn simplify<T>(n: Node<T>) -> Node<T> {
-    match n {
-        Node::And(a, b) if a.is_empty() => simplify(*b),
-        Node::And(a, b) if b.is_empty() => simplify(*a),
-        Node::And(a, b) => and(simplify(*a), simplify(*b)),
-        Node::Or(a, b) => Node::Or(Box::new(simplify(*a)), Box::new(simplify(*b))),
-        Node::Not(a) => Node::Not(Box::new(simplify(*a))),
-        n => n,
-    }
+    // Walk down the left spine, deciding for each level whether it survives.
+    let mut kept: Vec<(Bin, Node<T>)> = Vec::new();
+    let mut n = n;
+    let leaf = loop {
+        match n {
+            Node::And(a, b) if a.is_empty() => break simplify(*b),
+            Node::And(a, b) if b.is_empty() => n = *a,
+            Node::And(a, b) => {
+                kept.push((Bin::And, simplify(*b)));
+                n = *a;
+            }
+            Node::Or(a, b) => {
+                kept.push((Bin::Or, simplify(*b)));
+                n = *a;
+            }
+            Node::Not(a) => break Node::Not(Box::new(simplify(*a))),
+            leaf => break leaf,
+        }
+    };
+    kept.into_iter()
+        .rev()
+        .fold(leaf, |acc, (bin, right)| bin.join(acc, right))
 }
 
 /// A parsed preferred content expression.
@@ -692,6 +765,29 @@ impl Expr {
                     error: TermError::TooLong { max: MAX_TOKENS },
                 }],
             });
+        }
+        let mut depth = 0usize;
+        let mut run = 0usize;
+        for t in &raw {
+            match t.text {
+                "(" => depth += 1,
+                ")" => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if matches!(t.text, "and" | "or" | "not") {
+                run += 1;
+            } else {
+                run = 0;
+            }
+            if depth + run > MAX_NESTING {
+                return Err(ParseError {
+                    expression: text.to_string(),
+                    failures: vec![TermFailure {
+                        span: t.span.clone(),
+                        error: TermError::TooDeep { max: MAX_NESTING },
+                    }],
+                });
+            }
         }
         let mut toks = Vec::with_capacity(raw.len());
         let mut failures = Vec::new();
@@ -781,24 +877,34 @@ impl<T: fmt::Display> fmt::Display for Node<T> {
 }
 
 fn write_node<T: fmt::Display>(n: &Node<T>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    match n {
-        Node::Any => f.write_str("( )"),
-        Node::Op(t) => write!(f, "{t}"),
-        Node::Not(a) => {
+    let (leaf, levels) = n.spine();
+    // The leftmost operand prints without parentheses; an "anything" there needs the
+    // placeholder of the innermost operator.
+    match (leaf, levels.last()) {
+        (Node::Any, Some((Bin::And, _))) => write_any(Ctx::And, f)?,
+        (Node::Any, Some((Bin::Or, _))) => write_any(Ctx::Or, f)?,
+        (Node::Any, None) => f.write_str("( )")?,
+        (Node::Op(t), _) => write!(f, "{t}")?,
+        (Node::Not(a), _) => {
             f.write_str("not ")?;
-            write_atom(a, f)
+            write_atom(a, f)?;
         }
-        Node::And(a, b) => {
-            write_left(a, Ctx::And, f)?;
-            f.write_str(" and ")?;
-            write_right(b, Ctx::And, f)
-        }
-        Node::Or(a, b) => {
-            write_left(a, Ctx::Or, f)?;
-            f.write_str(" or ")?;
-            write_right(b, Ctx::Or, f)
-        }
+        (Node::And(..) | Node::Or(..), _) => unreachable!("a spine ends in a non-binary node"),
     }
+    for (bin, right) in levels.iter().rev() {
+        let ctx = match bin {
+            Bin::And => {
+                f.write_str(" and ")?;
+                Ctx::And
+            }
+            Bin::Or => {
+                f.write_str(" or ")?;
+                Ctx::Or
+            }
+        };
+        write_right(right, ctx, f)?;
+    }
+    Ok(())
 }
 
 fn write_any(ctx: Ctx, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -807,13 +913,6 @@ fn write_any(ctx: Ctx, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // "anything" only where an "and" needs an operand that is not literally empty.
         Ctx::And => f.write_str("( and )"),
         Ctx::Or => f.write_str("( )"),
-    }
-}
-
-fn write_left<T: fmt::Display>(n: &Node<T>, ctx: Ctx, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    match n {
-        Node::Any => write_any(ctx, f),
-        n => write_node(n, f),
     }
 }
 

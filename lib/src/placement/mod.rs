@@ -34,6 +34,9 @@ pub mod glob;
 pub mod number;
 pub mod standard;
 
+#[cfg(test)]
+mod tests;
+
 pub use eval::{DropCheck, Engine, Event, Explanation, Rule, StoreFallback, StorePlan, Want};
 pub use expr::{Expr, Node, ParseError, Term, TermError, TermFailure, TermKind};
 pub use facts::{Facts, KeyFacts, KeyInfo, TrustLevel};
