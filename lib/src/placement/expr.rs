@@ -317,8 +317,6 @@ pub enum TermError {
     Unknown { token: String },
     #[error("bad size")]
     BadSize,
-    #[error("bad value for copies")]
-    BadCopiesValue,
     #[error("bad number for copies")]
     BadCopiesNumber,
     #[error("bad value for number of lacking copies")]
@@ -567,7 +565,8 @@ pub(crate) fn parse_copies(value: &str) -> Result<CopiesSpec, TermError> {
             };
             (filter, *n)
         }
-        _ => return Err(TermError::BadCopiesValue),
+        // git-annex 10.20261026 reports three or more parts as a bad number.
+        _ => return Err(TermError::BadCopiesNumber),
     };
     let n = readish_int(num).ok_or(TermError::BadCopiesNumber)?;
     Ok(CopiesSpec { filter, n })
@@ -1030,7 +1029,8 @@ mod tests {
         for (expr, msg) in [
             ("anything=1", "near \"anything=1\""),
             ("copies", "bad number for copies"),
-            ("copies=a:b:1", "bad value for copies"),
+            ("copies=a:b:1", "bad number for copies"),
+            ("copies=g:0:", "bad number for copies"),
             ("copies=2.5", "bad number for copies"),
             ("metadata=-a=b", "Illegal metadata field name, \"-a\""),
             ("balanced=g:x", "bad number for balanced"),

@@ -35,6 +35,8 @@ pub mod number;
 pub mod standard;
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod tests;
 
 pub use eval::{DropCheck, Engine, Event, Explanation, Rule, StoreFallback, StorePlan, Want};
