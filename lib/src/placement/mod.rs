@@ -25,6 +25,39 @@
 //! * [`eval`]: the [`Engine`]: wants / explain / plan_store / drop_check.
 //!
 //! Everything here is pure: no files, no clocks, no processes.
+//!
+//! How callers use it: fill [`Facts`] from the git-annex branch once, build an [`Engine`],
+//! then ask per key through a [`KeyFacts`] (the location log is the only per-key fact
+//! most expressions need; metadata, URLs and `.gitattributes` values are asked for only
+//! by the terms that use them).
+//!
+//! ```
+//! use annexgate::placement::{Engine, Facts, KeyInfo, Want};
+//! use annexgate::{Key, Uuid};
+//!
+//! let n1 = Uuid::parse("ad24d0d7-b9ee-4b96-b029-746b1c075a51").unwrap();
+//! let n2 = Uuid::parse("ed402f23-fb08-4f97-b0ab-67eeb4b3621a").unwrap();
+//! let facts = Facts::default()
+//!     .with_group(&n1, "nodes")
+//!     .with_group(&n2, "nodes")
+//!     .with_group_preferred("nodes", "balanced=nodes")
+//!     .with_preferred(&n1, "groupwanted")
+//!     .with_preferred(&n2, "groupwanted");
+//! let engine = Engine::new(facts);
+//! let key = Key::from_str("SHA256E-s3--abc.txt").unwrap();
+//! let k = KeyInfo::new(key, vec![]); // stored nowhere yet
+//!
+//! // A cluster upload: exactly one of the two nodes wants the key.
+//! let plan = engine.plan_store(&k, Some(b"a.txt"), &[n1.clone(), n2.clone()], true);
+//! assert_eq!(plan.targets.len(), 1);
+//! // The same question for one node, and why.
+//! let ex = engine.explain(&plan.targets[0], &k, Some(b"a.txt"), &[]);
+//! assert_eq!(ex.want, Want::Wanted);
+//! assert_eq!(ex.describe().unwrap(), "matches preferred content: groupwanted[TRUE]");
+//! // Dropping the only copy is never safe.
+//! let stored = KeyInfo::new(k.key.clone(), vec![plan.targets[0].clone()]);
+//! assert!(!engine.drop_check(&stored, None, &plan.targets).allowed());
+//! ```
 
 pub mod balanced;
 pub mod eval;
