@@ -1212,8 +1212,21 @@ impl<'a> Cx<'a> {
         let n = match count {
             BalancedCount::Count(n) => n,
             BalancedCount::LackingCopies => {
-                let (numcopies, have) = self.numcopies_have(false);
-                numcopies - have
+                // git-annex 10.20261026 counts only the copies outside the group here
+                // (verified; older sources count every copy), so the group keeps making
+                // copies until numcopies is met counting the group's own as missing.
+                let (numcopies, _) = self.numcopies_have(false);
+                let outside = self
+                    .locs()
+                    .iter()
+                    .filter(|u| {
+                        self.e.facts.trust_of(u) != TrustLevel::Untrusted
+                            && self.not_assumed_absent(u)
+                            && !u.is_cluster()
+                            && !members.contains(u)
+                    })
+                    .count() as i64;
+                numcopies - outside
             }
         };
         let key_size = self.kf.key().size().unwrap_or(0) as i128;

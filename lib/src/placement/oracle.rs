@@ -429,3 +429,383 @@ fn exclude_without_file_is_true_in_git_annex() {
         annex.run_ok(&b, &["git", "annex", "drop", "-q", "--force", "--all"]);
     }
 }
+
+/// One configuration step, applied both to a real repository and to our facts.
+#[derive(Debug, Clone)]
+enum Setup {
+    Group(usize, &'static str),
+    Wanted(usize, &'static str),
+    Required(usize, &'static str),
+    GroupWanted(&'static str, &'static str),
+    Trust(usize, TrustLevel),
+    NumCopies(i64),
+    MaxSize(usize, u64),
+    /// File index present in remote index.
+    Present(usize, usize),
+    /// Drop the local copy of a file.
+    DropHere(usize),
+}
+
+/// A repository with `remotes` directory special remotes and files of the given sizes,
+/// configured by `steps`; then every remote's `find --want-get-by` and
+/// `--want-drop-by` must equal our engine's answers.
+fn scenario(remotes: usize, sizes: &[u64], steps: &[Setup]) -> usize {
+    let annex = Annex::new();
+    let top = annex.repo.path().to_path_buf();
+    let stores = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    let mut uuids = Vec::new();
+    for i in 0..remotes {
+        let name = format!("r{i}");
+        let dir = stores.path().join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        annex.run_ok(
+            &top,
+            &[
+                "git",
+                "annex",
+                "initremote",
+                "-q",
+                &name,
+                "type=directory",
+                &format!("directory={}", dir.display()),
+                "encryption=none",
+            ],
+        );
+        let u = annex.run_ok(
+            &top,
+            &["git", "config", &format!("remote.{name}.annex-uuid")],
+        );
+        uuids.push(Uuid::parse(u.trim()).unwrap());
+        names.push(name);
+    }
+    let me = Uuid::parse(annex.run_ok(&top, &["git", "config", "annex.uuid"]).trim()).unwrap();
+    let files: Vec<String> = (0..sizes.len()).map(|i| format!("f{i}.dat")).collect();
+    for (i, (f, size)) in files.iter().zip(sizes).enumerate() {
+        // Distinct content per file even at equal sizes.
+        let mut content = vec![b'a' + (i % 26) as u8; *size as usize];
+        if let Some(first) = content.first_mut() {
+            *first = i as u8;
+        }
+        std::fs::write(top.join(f), content).unwrap();
+    }
+    annex.run_ok(&top, &["git", "annex", "add", "-q", "."]);
+    annex.run_ok(&top, &["git", "commit", "-qm", "files"]);
+    let keys: Vec<Key> = files
+        .iter()
+        .map(|f| {
+            Key::from_str(annex.run_ok(&top, &["git", "annex", "lookupkey", f]).trim()).unwrap()
+        })
+        .collect();
+    let mut facts = Facts {
+        local: Some(me.clone()),
+        ..Default::default()
+    };
+    let mut locations: Vec<Vec<Uuid>> = keys.iter().map(|_| vec![me.clone()]).collect();
+    let mut here: Vec<bool> = vec![true; keys.len()];
+    for step in steps {
+        let run = |args: &[&str]| {
+            let mut v = vec!["git", "annex"];
+            v.extend_from_slice(args);
+            annex.run_ok(&top, &v);
+        };
+        match step {
+            Setup::Group(r, g) => {
+                run(&["group", &names[*r], g]);
+                facts = facts.with_group(&uuids[*r], g);
+            }
+            Setup::Wanted(r, e) => {
+                run(&["wanted", &names[*r], e]);
+                facts = facts.with_preferred(&uuids[*r], e);
+            }
+            Setup::Required(r, e) => {
+                run(&["required", &names[*r], e]);
+                facts = facts.with_required(&uuids[*r], e);
+            }
+            Setup::GroupWanted(g, e) => {
+                run(&["groupwanted", g, e]);
+                facts = facts.with_group_preferred(g, e);
+            }
+            Setup::Trust(r, t) => {
+                let cmd = match t {
+                    TrustLevel::Trusted => "trust",
+                    TrustLevel::SemiTrusted => "semitrust",
+                    TrustLevel::Untrusted => "untrust",
+                    TrustLevel::Dead => "dead",
+                };
+                run(&[cmd, "--force", &names[*r]]);
+                facts = facts.with_trust(&uuids[*r], *t);
+                if *t == TrustLevel::Dead {
+                    // `git annex dead` also takes the repository out of its groups.
+                    facts.groups.remove(&uuids[*r]);
+                }
+            }
+            Setup::NumCopies(n) => {
+                run(&["numcopies", &n.to_string()]);
+                facts.numcopies = Some(*n);
+            }
+            Setup::MaxSize(r, n) => {
+                run(&["maxsize", &names[*r], &n.to_string()]);
+                facts = facts.with_maxsize(&uuids[*r], *n);
+            }
+            Setup::Present(f, r) => {
+                run(&[
+                    "setpresentkey",
+                    keys[*f].to_text().as_ref(),
+                    uuids[*r].as_str(),
+                    "1",
+                ]);
+                locations[*f].push(uuids[*r].clone());
+            }
+            Setup::DropHere(f) => {
+                run(&["drop", "--force", "-q", &files[*f]]);
+                locations[*f].retain(|u| *u != me);
+                here[*f] = false;
+            }
+        }
+    }
+    // Repository sizes: every known repository, from the location logs.
+    for u in uuids.iter().chain(std::iter::once(&me)) {
+        let size: u64 = keys
+            .iter()
+            .zip(&locations)
+            .filter(|(_, l)| l.contains(u))
+            .map(|(k, _)| k.size().unwrap_or(0))
+            .sum();
+        facts = facts.with_repo_size(u, size);
+    }
+    let engine = Engine::new(facts);
+    let infos: Vec<KeyInfo> = keys
+        .iter()
+        .zip(&locations)
+        .zip(&here)
+        .map(|((k, l), h)| {
+            let mut ki = KeyInfo::new(k.clone(), l.clone());
+            ki.present_here = Some(*h);
+            ki
+        })
+        .collect();
+    let mut mismatches = Vec::new();
+    let mut listed_get = 0;
+    for (r, name) in names.iter().enumerate() {
+        for (flag, drop) in [("--want-get-by", false), ("--want-drop-by", true)] {
+            let listed = annex.run_ok(&top, &["git", "annex", "find", &format!("{flag}={name}")]);
+            let mut theirs: Vec<&str> = listed.lines().collect();
+            theirs.sort();
+            let mut mine: Vec<&str> = files
+                .iter()
+                .zip(&infos)
+                .filter(|(f, k)| {
+                    let file = Some(f.as_bytes());
+                    if drop {
+                        // git-annex's wantDrop default for unconfigured is "may drop".
+                        !engine.still_wants(&uuids[r], *k, file).or(false)
+                    } else {
+                        engine.want_get(&uuids[r], *k, file).or(false)
+                    }
+                })
+                .map(|(f, _)| f.as_str())
+                .collect();
+            mine.sort();
+            if !drop {
+                listed_get += theirs.len();
+            }
+            if theirs != mine {
+                mismatches.push(format!(
+                    "{name} {flag}: git-annex {theirs:?}, ours {mine:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{steps:?}\n{}",
+        mismatches.join("\n")
+    );
+    listed_get
+}
+
+#[test]
+fn balanced_partition_matches_git_annex() {
+    use Setup::*;
+    let sizes: Vec<u64> = (1..=14).map(|i| i * 100).collect();
+    let wanted = scenario(
+        3,
+        &sizes,
+        &[
+            Group(0, "g"),
+            Group(1, "g"),
+            Group(2, "g"),
+            GroupWanted("g", "balanced=g:2"),
+            Wanted(0, "groupwanted"),
+            Wanted(1, "groupwanted"),
+            Wanted(2, "groupwanted"),
+            Present(0, 0),
+            Present(1, 1),
+            Present(1, 2),
+            Present(5, 2),
+            MaxSize(1, 1200),
+            MaxSize(2, 0),
+        ],
+    );
+    assert!(wanted > 0, "some files must be wanted");
+}
+
+#[test]
+fn size_balanced_matches_git_annex() {
+    use Setup::*;
+    let sizes: Vec<u64> = (1..=12).map(|i| i * 250).collect();
+    let wanted = scenario(
+        3,
+        &sizes,
+        &[
+            Group(0, "g"),
+            Group(1, "g"),
+            Group(2, "g"),
+            Wanted(0, "sizebalanced=g"),
+            Wanted(1, "fullysizebalanced=g:2"),
+            Wanted(2, "sizebalanced=g:lackingcopies"),
+            NumCopies(2),
+            MaxSize(0, 20000),
+            MaxSize(1, 6000),
+            MaxSize(2, 9000),
+            Present(2, 1),
+            Present(3, 0),
+            Present(4, 2),
+            Present(4, 1),
+        ],
+    );
+    assert!(wanted > 0, "some files must be wanted");
+}
+
+#[test]
+fn copies_trust_and_standard_groups_match_git_annex() {
+    use Setup::*;
+    let sizes: Vec<u64> = (1..=10).map(|i| i * 10).collect();
+    let wanted = scenario(
+        4,
+        &sizes,
+        &[
+            Group(0, "client"),
+            Group(1, "archive"),
+            Group(2, "backup"),
+            Group(3, "transfer"),
+            Wanted(0, "standard"),
+            Wanted(1, "standard"),
+            Wanted(
+                2,
+                "copies=trusted+:2 or lackingcopies=1 and not copies=archive:1",
+            ),
+            Wanted(3, "standard"),
+            Required(2, "largerthan=85"),
+            Trust(1, TrustLevel::Trusted),
+            Trust(2, TrustLevel::Untrusted),
+            NumCopies(2),
+            Present(0, 1),
+            Present(1, 0),
+            Present(1, 3),
+            Present(2, 2),
+            Present(3, 1),
+            Present(3, 2),
+            Present(4, 0),
+            DropHere(4),
+            DropHere(5),
+            Present(6, 1),
+            DropHere(6),
+        ],
+    );
+    assert!(wanted > 0, "some files must be wanted");
+}
+
+#[test]
+fn dead_repositories_and_groups_match_git_annex() {
+    use Setup::*;
+    let sizes: Vec<u64> = (1..=8).map(|i| i * 1000).collect();
+    let wanted = scenario(
+        3,
+        &sizes,
+        &[
+            Group(0, "g"),
+            Group(1, "g"),
+            Group(2, "g"),
+            Wanted(0, "inallgroup=g or onlyingroup=g"),
+            Wanted(1, "balanced=g"),
+            Wanted(2, "not copies=g:1 and approxlackingcopies=1"),
+            Trust(2, TrustLevel::Dead),
+            NumCopies(3),
+            Present(0, 0),
+            Present(0, 1),
+            Present(0, 2),
+            Present(1, 2),
+            DropHere(1),
+            Present(2, 0),
+            DropHere(2),
+            Present(3, 1),
+        ],
+    );
+    assert!(wanted > 0, "some files must be wanted");
+}
+
+/// Seeded random configurations: groups, trust, numcopies, maxsizes, locations and
+/// expressions drawn from a pool covering every state-dependent term.
+#[test]
+fn random_configurations_match_git_annex() {
+    use Setup::*;
+    const EXPRS: &[&str] = &[
+        "standard",
+        "groupwanted",
+        "balanced=g",
+        "balanced=g:2",
+        "sizebalanced=g",
+        "fullybalanced=g:lackingcopies",
+        "fullysizebalanced=h:2",
+        "copies=g:2",
+        "not copies=2",
+        "lackingcopies=1",
+        "approxlackingcopies=2",
+        "inallgroup=g",
+        "onlyingroup=h",
+        "include=f1* or largerthan=500",
+        "present and copies=trusted:1",
+        "copies=untrusted:1 or nothing",
+        "exclude=f2* and (balanced=h or copies=semitrusted+:3)",
+        "not present",
+        "present or smallerthan=300",
+    ];
+    const GROUPS: &[&str] = &["g", "h", "client", "archive", "backup", "incrementalbackup"];
+    let mut total = 0;
+    for seed in [1u64, 7, 1234] {
+        let mut rng = Lcg(seed);
+        let remotes = 3 + rng.next() as usize % 2;
+        let nfiles = 8;
+        let sizes: Vec<u64> = (0..nfiles).map(|_| 50 + rng.next() % 900).collect();
+        let mut steps = vec![GroupWanted("g", "balanced=g or lackingcopies=1")];
+        for r in 0..remotes {
+            for _ in 0..1 + rng.next() % 2 {
+                steps.push(Group(r, rng.pick(GROUPS)));
+            }
+            steps.push(Wanted(r, rng.pick(EXPRS)));
+            if rng.next() % 3 == 0 {
+                steps.push(MaxSize(r, rng.next() % 4000));
+            }
+            if rng.next() % 3 == 0 {
+                let t = [TrustLevel::Trusted, TrustLevel::Untrusted, TrustLevel::Dead]
+                    [rng.next() as usize % 3];
+                steps.push(Trust(r, t));
+            }
+        }
+        steps.push(NumCopies(1 + (rng.next() % 3) as i64));
+        for f in 0..nfiles {
+            for r in 0..remotes {
+                if rng.next() % 3 == 0 {
+                    steps.push(Present(f, r));
+                }
+            }
+            if rng.next() % 4 == 0 {
+                steps.push(DropHere(f));
+            }
+        }
+        total += scenario(remotes, &sizes, &steps);
+    }
+    assert!(total > 0);
+}

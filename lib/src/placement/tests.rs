@@ -181,11 +181,21 @@ fn balanced_lackingcopies_and_rebalance() {
     // Two copies: nobody needs to get it; the holders keep it (present).
     let k2 = info(&key(10, "a"), &[&other, &b3]);
     assert_eq!(wanters(&e, &all, &k2, None), [b3.clone()]);
+    // For the count, copies inside the group do not count (git-annex 10.20261026):
+    // numcopies 2, one copy outside and one in b3 -> one pick (b1 for this key).
+    let (mut ff, _) = three("fullybalanced=g:lackingcopies");
+    ff.numcopies = Some(2);
+    let ef = Engine::new(ff);
+    let f1 = Key::from_str(F1).unwrap();
+    assert_eq!(
+        wanters(&ef, &all, &info(&f1, &[&other, &b3]), None),
+        [b1.clone()]
+    );
+    assert!(wanters(&ef, &all, &info(&f1, &[&other, &repo(98)]), None).is_empty());
     // With --rebalance, only the picks want it, present or not.
     let (mut f3, _) = three("balanced=g");
     f3.rebalance = true;
     let e3 = Engine::new(f3);
-    let f1 = Key::from_str(F1).unwrap();
     let k = info(&f1, &[&b3]);
     assert_eq!(wanters(&e3, &all, &k, None), [b1]);
 }
