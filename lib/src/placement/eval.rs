@@ -45,10 +45,10 @@ pub enum Op {
 
 impl Op {
     /// git-annex's description of the operation.
-    pub fn desc(&self) -> &str {
+    pub fn desc(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Op::Term(t) => t.desc(),
-            Op::Call { name, .. } => name,
+            Op::Call { name, .. } => std::borrow::Cow::Borrowed(name),
         }
     }
     fn negation_unstable(&self) -> bool {
@@ -108,7 +108,7 @@ impl Rule {
                 let mut unstable: Vec<String> = Vec::new();
                 // git-annex lists them last-found first, without repeats.
                 for op in tree.negated_ops().into_iter().rev() {
-                    if op.negation_unstable() && !unstable.iter().any(|d| d == op.desc()) {
+                    if op.negation_unstable() && !unstable.iter().any(|d| *d == op.desc()) {
                         unstable.push(op.desc().to_string());
                     }
                 }
@@ -316,7 +316,7 @@ pub fn describe_events(events: &[Event], prefix: &str) -> Option<String> {
         } else if r.len() >= 2 && r[0] == W::O && r[1] == W::O {
             // ((…)) -> (…): drop the close matching the inner open.
             out.push(W::O);
-            rest = remove_close(&r[1..]);
+            rest = remove_close(&r[2..]);
             i = 0;
         } else {
             out.push(r[0].clone());

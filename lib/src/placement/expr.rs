@@ -279,17 +279,27 @@ impl PartialEq for Term {
 impl Term {
     /// git-annex's description of the term (`include=*.txt`, `lackingcopies`, …), as used
     /// in `--explain` output.
-    pub fn desc(&self) -> &str {
+    pub fn desc(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
         match &self.kind {
             // git-annex describes these without their value.
-            TermKind::LackingCopies { approx, .. } => {
-                if *approx {
-                    "approxlackingcopies"
-                } else {
-                    "lackingcopies"
-                }
-            }
-            _ => &self.text,
+            TermKind::LackingCopies { approx, .. } => Cow::Borrowed(if *approx {
+                "approxlackingcopies"
+            } else {
+                "lackingcopies"
+            }),
+            TermKind::Anything
+            | TermKind::Nothing
+            | TermKind::Unused
+            | TermKind::Standard
+            | TermKind::GroupWanted
+            | TermKind::InPreferredDir
+            | TermKind::Present
+            | TermKind::SecureHash => Cow::Borrowed(&self.text),
+            // Terms with a value are described as `name=value`, even when written
+            // without the `=`.
+            _ if !self.text.contains('=') => Cow::Owned(format!("{}=", self.text)),
+            _ => Cow::Borrowed(&self.text),
         }
     }
 

@@ -86,6 +86,16 @@ impl Annex {
 
     /// git-annex's verdict on an expression for a file and key.
     fn matchexpression(&self, expr: &str, file: &str, key: &str) -> Verdict {
+        self.matchexpression_explained(expr, file, key).0
+    }
+
+    /// The verdict and git-annex's `--explain` line (without its brackets), if any.
+    fn matchexpression_explained(
+        &self,
+        expr: &str,
+        file: &str,
+        key: &str,
+    ) -> (Verdict, Option<String>) {
         let out = self
             .cmd(
                 self.repo.path(),
@@ -93,6 +103,7 @@ impl Annex {
                     "git",
                     "annex",
                     "matchexpression",
+                    "--explain",
                     expr,
                     "--file",
                     file,
@@ -103,7 +114,11 @@ impl Annex {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        match out.status.code() {
+        let explained = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("[ ").and_then(|l| l.strip_suffix(" ]")))
+            .map(str::to_string);
+        let verdict = match out.status.code() {
             Some(0) => Verdict::Match,
             Some(1) if err.is_empty() => Verdict::NoMatch,
             Some(1) if err.contains("failed to compile regex: ") => Verdict::Error(
@@ -118,8 +133,20 @@ impl Annex {
                     .to_string(),
             ),
             other => panic!("git annex matchexpression {expr:?}: exit {other:?}: {err}"),
-        }
+        };
+        (verdict, explained)
     }
+}
+
+/// Our `--explain` line for the same question.
+fn our_explanation(expr: &str, file: &str, key: &str) -> Option<String> {
+    Expr::parse(expr).ok()?;
+    let me = Uuid::parse("11111111-2222-4333-8444-555555555555").unwrap();
+    let e = Engine::new(Facts::default().with_preferred(&me, expr));
+    let k = KeyInfo::new(Key::from_str(key).unwrap(), Vec::new());
+    let mut ex = e.explain(&me, &k, Some(file.as_bytes()), &[]);
+    ex.matcher = "provided expression";
+    ex.describe()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,11 +314,17 @@ fn matchexpression_agrees_on_fixed_cases() {
     ];
     let mut mismatches = Vec::new();
     for (expr, file, key) in cases {
-        let theirs = annex.matchexpression(expr, file, key);
+        let (theirs, explained) = annex.matchexpression_explained(expr, file, key);
         let mine = ours(expr, file, key);
         if theirs != mine {
             mismatches.push(format!(
                 "{expr:?} file {file:?} key {key}: git-annex {theirs:?}, ours {mine:?}"
+            ));
+        }
+        let my_explanation = our_explanation(expr, file, key);
+        if explained != my_explanation {
+            mismatches.push(format!(
+                "{expr:?} file {file:?}: git-annex explains {explained:?}, we {my_explanation:?}"
             ));
         }
     }
@@ -367,11 +400,17 @@ fn matchexpression_agrees_on_generated_expressions() {
         let expr = toks.join(" ");
         let file = rng.pick(&files);
         let key = rng.pick(&keys);
-        let theirs = annex.matchexpression(&expr, file, key);
+        let (theirs, explained) = annex.matchexpression_explained(&expr, file, key);
         let mine = ours(&expr, file, key);
         if theirs != mine {
             mismatches.push(format!(
                 "{expr:?} file {file:?} key {key}: git-annex {theirs:?}, ours {mine:?}"
+            ));
+        }
+        let my_explanation = our_explanation(&expr, file, key);
+        if explained != my_explanation {
+            mismatches.push(format!(
+                "{expr:?} file {file:?}: git-annex explains {explained:?}, we {my_explanation:?}"
             ));
         }
     }
