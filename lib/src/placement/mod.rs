@@ -26,6 +26,17 @@
 //!
 //! Everything here is pure: no files, no clocks, no processes.
 //!
+//! Verified against git-annex 10.20261026 where `spec/preferred-content.md` (or older
+//! git-annex sources) say otherwise:
+//! * `exclude=GLOB` with no file name is true (an unassociated key is wanted by
+//!   `exclude=*.txt`);
+//! * `balanced=G:lackingcopies` (and the fully/size variants) count only the copies
+//!   outside group G when working out how many repositories to pick;
+//! * `copies=` with three or more `:`-separated parts is "bad number for copies";
+//! * `git annex dead` also empties the repository's groups (group.log shows it);
+//! * a glob whose bracket never closes makes git-annex abort when it is first used; we
+//!   reject the expression when parsing (a stored one then acts as `present`).
+//!
 //! How callers use it: fill [`Facts`] from the git-annex branch once, build an [`Engine`],
 //! then ask per key through a [`KeyFacts`] (the location log is the only per-key fact
 //! most expressions need; metadata, URLs and `.gitattributes` values are asked for only

@@ -483,6 +483,14 @@ enum Setup {
     Present(usize, usize),
     /// Drop the local copy of a file.
     DropHere(usize),
+    /// `git annex metadata -s FIELD=VALUE` on a file.
+    Metadata(usize, &'static str, &'static str),
+    /// `git annex registerurl` for a file's key.
+    Url(usize, &'static str),
+    /// `annex.numcopies` for one file in `.gitattributes`.
+    NumCopiesAttr(usize, &'static str),
+    /// Evaluate with `--rebalance`.
+    Rebalance,
 }
 
 /// A repository with `remotes` directory special remotes and files of the given sizes,
@@ -542,6 +550,10 @@ fn scenario(remotes: usize, sizes: &[u64], steps: &[Setup]) -> usize {
     };
     let mut locations: Vec<Vec<Uuid>> = keys.iter().map(|_| vec![me.clone()]).collect();
     let mut here: Vec<bool> = vec![true; keys.len()];
+    let mut metadata: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); keys.len()];
+    let mut urls: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    let mut attrs: Vec<Option<String>> = vec![None; keys.len()];
+    let mut rebalance = false;
     for step in steps {
         let run = |args: &[&str]| {
             let mut v = vec!["git", "annex"];
@@ -601,6 +613,33 @@ fn scenario(remotes: usize, sizes: &[u64], steps: &[Setup]) -> usize {
                 locations[*f].retain(|u| *u != me);
                 here[*f] = false;
             }
+            Setup::Metadata(f, field, value) => {
+                run(&[
+                    "metadata",
+                    "-q",
+                    "-s",
+                    &format!("{field}={value}"),
+                    &files[*f],
+                ]);
+                metadata[*f].push((field.to_string(), value.as_bytes().to_vec()));
+            }
+            Setup::Url(f, url) => {
+                run(&["registerurl", keys[*f].to_text().as_ref(), url]);
+                urls[*f].push(url.to_string());
+            }
+            Setup::NumCopiesAttr(f, n) => {
+                let path = top.join(".gitattributes");
+                let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+                text.push_str(&format!("{} annex.numcopies={n}\n", files[*f]));
+                std::fs::write(&path, text).unwrap();
+                annex.run_ok(&top, &["git", "add", ".gitattributes"]);
+                annex.run_ok(&top, &["git", "commit", "-qm", "attrs"]);
+                attrs[*f] = Some(n.to_string());
+            }
+            Setup::Rebalance => {
+                rebalance = true;
+                facts.rebalance = true;
+            }
         }
     }
     // Repository sizes: every known repository, from the location logs.
@@ -614,13 +653,13 @@ fn scenario(remotes: usize, sizes: &[u64], steps: &[Setup]) -> usize {
         facts = facts.with_repo_size(u, size);
     }
     let engine = Engine::new(facts);
-    let infos: Vec<KeyInfo> = keys
-        .iter()
-        .zip(&locations)
-        .zip(&here)
-        .map(|((k, l), h)| {
-            let mut ki = KeyInfo::new(k.clone(), l.clone());
-            ki.present_here = Some(*h);
+    let infos: Vec<KeyInfo> = (0..keys.len())
+        .map(|i| {
+            let mut ki = KeyInfo::new(keys[i].clone(), locations[i].clone());
+            ki.present_here = Some(here[i]);
+            ki.metadata = metadata[i].clone();
+            ki.urls = urls[i].clone();
+            ki.numcopies_attr = attrs[i].clone();
             ki
         })
         .collect();
@@ -628,7 +667,12 @@ fn scenario(remotes: usize, sizes: &[u64], steps: &[Setup]) -> usize {
     let mut listed_get = 0;
     for (r, name) in names.iter().enumerate() {
         for (flag, drop) in [("--want-get-by", false), ("--want-drop-by", true)] {
-            let listed = annex.run_ok(&top, &["git", "annex", "find", &format!("{flag}={name}")]);
+            let by = format!("{flag}={name}");
+            let mut argv = vec!["git", "annex", "find", by.as_str()];
+            if rebalance {
+                argv.push("--rebalance");
+            }
+            let listed = annex.run_ok(&top, &argv);
             let mut theirs: Vec<&str> = listed.lines().collect();
             theirs.sort();
             let mut mine: Vec<&str> = files
@@ -847,4 +891,65 @@ fn random_configurations_match_git_annex() {
         total += scenario(remotes, &sizes, &steps);
     }
     assert!(total > 0);
+}
+
+#[test]
+fn metadata_urls_attributes_match_git_annex() {
+    use Setup::*;
+    let sizes: Vec<u64> = (1..=8).map(|i| i * 10).collect();
+    let wanted = scenario(
+        3,
+        &sizes,
+        &[
+            Wanted(0, "metadata=tag=Foo* or url=https://example.com/*"),
+            Wanted(1, "metadata=year<2000 or metadata=year>=2020"),
+            Wanted(2, "lackingcopies=2 and not approxlackingcopies=2"),
+            NumCopies(2),
+            Metadata(0, "tag", "foobar"),
+            Metadata(1, "Tag", "fOo"),
+            Metadata(2, "tag", "bar"),
+            Metadata(3, "year", "1999"),
+            Metadata(4, "year", "2020"),
+            Metadata(5, "year", "abc"),
+            Url(6, "https://example.com/a"),
+            Url(7, "http://example.com/b"),
+            NumCopiesAttr(2, "4"),
+            NumCopiesAttr(3, "1"),
+            Present(4, 0),
+        ],
+    );
+    assert!(wanted > 0);
+}
+
+#[test]
+fn rebalance_matches_git_annex() {
+    use Setup::*;
+    let sizes: Vec<u64> = (1..=12).map(|i| i * 100).collect();
+    let wanted = scenario(
+        3,
+        &sizes,
+        &[
+            Group(0, "g"),
+            Group(1, "g"),
+            Group(2, "g"),
+            Wanted(0, "balanced=g"),
+            Wanted(1, "balanced=g:2"),
+            Wanted(2, "sizebalanced=g:2"),
+            // r0 (600 of 650) and r1 (1200 of 1300) are over the 90% threshold, so
+            // `balanced=g:2` chooses its candidates by free space.
+            MaxSize(0, 650),
+            MaxSize(1, 1300),
+            MaxSize(2, 8000),
+            Present(0, 0),
+            Present(1, 0),
+            Present(2, 0),
+            Present(3, 1),
+            Present(4, 2),
+            Present(5, 2),
+            Present(6, 2),
+            Present(7, 1),
+            Rebalance,
+        ],
+    );
+    assert!(wanted > 0);
 }
