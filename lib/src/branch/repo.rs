@@ -998,10 +998,10 @@ impl GitConfig {
         &'a self,
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        self.entries.iter().filter_map(move |(n, v)| {
-            n.starts_with(prefix)
-                .then(|| (n.as_str(), v.as_deref().unwrap_or("")))
-        })
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.starts_with(prefix))
+            .map(|(n, v)| (n.as_str(), v.as_deref().unwrap_or("")))
     }
 
     /// This repository's UUID (`annex.uuid`).

@@ -84,11 +84,6 @@ impl Annex {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// git-annex's verdict on an expression for a file and key.
-    fn matchexpression(&self, expr: &str, file: &str, key: &str) -> Verdict {
-        self.matchexpression_explained(expr, file, key).0
-    }
-
     /// The verdict and git-annex's `--explain` line (without its brackets), if any.
     fn matchexpression_explained(
         &self,
