@@ -14,6 +14,7 @@
 //! `<dir>/tmp/annexgate/lck.<keyFile>`, so two uploads of one key — from this process or
 //! another gateway process — never write the same temp files.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -259,6 +260,7 @@ fn start_blocking(inner: Arc<Inner>, key: Key) -> Result<PutStart, NodeError> {
         announced: 0,
         written: 0,
         current: None,
+        syncing: VecDeque::new(),
         verifier: None,
     })))
 }
@@ -282,6 +284,8 @@ struct DirPutSink {
     announced: u64,
     written: u64,
     current: Option<Piece>,
+    /// fsyncs of filled chunk files, running while later chunks arrive.
+    syncing: VecDeque<(PathBuf, tokio::task::JoinHandle<io::Result<()>>)>,
     /// Hash of the whole content so far (the kept prefix included).
     verifier: Option<Verifier>,
 }
@@ -365,6 +369,7 @@ fn finalize(inner: &Inner, key: &Key, plan: Plan, total: u64) -> Result<(), Node
     let count = plan.pieces(total);
     let _changing = inner.changes.lock().unwrap_or_else(|e| e.into_inner());
     inner.top_accessible()?;
+    let mut synced: Vec<PathBuf> = Vec::new();
     for idx in 0..count {
         let piece = plan.piece(key, idx);
         let (tmp_dir, _) = inner.layout.tmp_dir_and_file(&piece)?;
@@ -384,11 +389,15 @@ fn finalize(inner: &Inner, key: &Key, plan: Plan, total: u64) -> Result<(), Node
             }
         }
         let _ = inner.perms.freeze_dir(&dest);
-        if inner.cfg.fsync {
-            fsync_dir(&parent);
+        // All chunks share one hash directory: sync it once, at the end.
+        if inner.cfg.fsync && !synced.contains(&parent) {
+            synced.push(parent);
         }
     }
     if inner.cfg.fsync {
+        for d in &synced {
+            fsync_dir(d);
+        }
         fsync_dir(&inner.layout.tmp_root());
     }
     if let Plan::Chunked(s) = plan {
@@ -400,9 +409,41 @@ fn finalize(inner: &Inner, key: &Key, plan: Plan, total: u64) -> Result<(), Node
     Ok(())
 }
 
+/// At most this many chunk files are being fsynced at once (each holds a descriptor).
+const SYNCS_IN_FLIGHT: usize = 8;
+
 impl DirPutSink {
     fn node(&self) -> String {
         self.inner.node_name()
+    }
+
+    /// fsync a finished piece file while more data arrives.
+    async fn sync_in_background(&mut self, piece: Piece) -> Result<(), NodeError> {
+        if !self.inner.cfg.fsync {
+            return Ok(());
+        }
+        let file = piece.file;
+        let handle = tokio::task::spawn_blocking(move || file.sync_all());
+        self.syncing.push_back((piece.path, handle));
+        while self.syncing.len() > SYNCS_IN_FLIGHT {
+            self.wait_one_sync().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_one_sync(&mut self) -> Result<(), NodeError> {
+        let Some((path, handle)) = self.syncing.pop_front() else {
+            return Ok(());
+        };
+        match handle.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::io("fsync", path, e)),
+            Err(e) => Err(NodeError::io(
+                "fsync",
+                path,
+                io::Error::other(e.to_string()),
+            )),
+        }
     }
 
     fn protocol(&self, detail: String) -> NodeError {
@@ -487,7 +528,8 @@ impl PutSink for DirPutSink {
             self.written += now.len() as u64;
             if let Plan::Chunked(s) = self.plan {
                 if piece.pos >= s {
-                    self.current = None;
+                    let full = self.current.take().expect("written above");
+                    self.sync_in_background(full).await?;
                 }
             }
             data = rest;
@@ -506,7 +548,14 @@ impl PutSink for DirPutSink {
             // The sender could not read the content; keep what we have for a resume.
             return Ok(Stored::default());
         }
-        self.current.take();
+        if let Some(last) = self.current.take() {
+            self.sync_in_background(last).await?;
+        }
+        while !self.syncing.is_empty() {
+            self.wait_one_sync().await?;
+        }
+        // Pieces before this session's first were filled earlier and not synced yet.
+        let (first_new, _) = self.plan.locate(self.offset);
         let verifier = self.verifier.take().expect("set by begin");
         let (inner, key, plan) = (self.inner.clone(), self.key.clone(), self.plan);
         let total = self.offset + self.announced;
@@ -528,7 +577,7 @@ impl PutSink for DirPutSink {
                     };
                     break;
                 }
-                if inner.cfg.fsync {
+                if inner.cfg.fsync && idx < first_new {
                     File::open(&path)
                         .and_then(|f| f.sync_all())
                         .map_err(|e| NodeError::io("fsync", &path, e))?;
