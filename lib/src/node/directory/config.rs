@@ -56,6 +56,10 @@ pub enum ConfigError {
     BadChunk { name: String, value: String },
     #[error("directory special remote {name}: {field}=yes remotes keep a file tree, not content by key; not supported")]
     TreeRemote { name: String, field: &'static str },
+    #[error("directory special remote {name}: bad sameas-uuid {value:?}")]
+    BadSameas { name: String, value: String },
+    #[error("directory special remote {name}: a sameas remote's config needs the fields it inherits (encryption=, chunk=) merged in from remote {parent}")]
+    SameasUnmerged { name: String, parent: String },
 }
 
 /// git-annex's yes/no config values.
@@ -78,7 +82,10 @@ impl DirectoryConfig {
 
     /// Build the config of special remote `uuid` from its remote.log fields (values
     /// unescaped) and the git config `remote.<name>.annex-directory` of the gateway
-    /// repository (`git_dir_override`), which wins over a `directory=` field.
+    /// repository (`git_dir_override`), which wins over a `directory=` field. For a
+    /// `--sameas` remote, pass its fields merged with those it inherits from its parent
+    /// (git-annex's `addSameasInherited`: `encryption`, `chunk`, …); the node then
+    /// answers as the parent's UUID, under which git-annex tracks the content.
     pub fn from_remote_config(
         uuid: Uuid,
         fields: &BTreeMap<String, String>,
@@ -92,9 +99,28 @@ impl DirectoryConfig {
             });
         }
         let name = get("name")
+            .or_else(|| get("sameas-name"))
             .filter(|n| !n.is_empty())
             .map(str::to_string)
             .unwrap_or_else(|| uuid.to_string());
+        // A `--sameas` remote is another way to reach the data store of `sameas-uuid`:
+        // content (and its chunk log) is recorded under that UUID.
+        let uuid = match get("sameas-uuid") {
+            None => uuid,
+            Some(v) => {
+                let parent = Uuid::parse(v).map_err(|_| ConfigError::BadSameas {
+                    name: name.clone(),
+                    value: v.to_string(),
+                })?;
+                if get("encryption").is_none() {
+                    return Err(ConfigError::SameasUnmerged {
+                        name,
+                        parent: v.to_string(),
+                    });
+                }
+                parent
+            }
+        };
         let encryption = get("encryption").unwrap_or("none");
         if encryption != "none" {
             return Err(ConfigError::Encrypted {
@@ -252,5 +278,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("encryption=hybrid"), "{e}");
+        let e = DirectoryConfig::from_remote_config(
+            uuid(),
+            &fields("type=directory directory=/x sameas-name=s sameas-uuid=p1"),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::SameasUnmerged { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_sameas_remote_answers_as_its_parent() {
+        let f = fields(
+            "type=directory directory=/x sameas-name=s sameas-uuid=p1 encryption=none chunk=1KiB",
+        );
+        let cfg = DirectoryConfig::from_remote_config(uuid(), &f, None).unwrap();
+        assert_eq!(cfg.uuid.as_str(), "p1");
+        assert_eq!(cfg.name, "s");
+        assert_eq!(cfg.chunk, Some(1024));
     }
 }

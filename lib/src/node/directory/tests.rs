@@ -806,3 +806,69 @@ async fn a_missing_directory_is_an_error_not_absence() {
     assert!(o.node.check_present(&kb).await.unwrap());
     assert!(!o.node.check_present(&absent).await.unwrap());
 }
+
+/// A directory remote without git-annex around (for what needs no oracle).
+fn plain(
+    chunk: Option<u64>,
+) -> (
+    tempfile::TempDir,
+    Directory,
+    Arc<Recorder>,
+    Arc<MemoryChunkLog>,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = DirectoryConfig::new(tmp.path(), Uuid::parse("dir-uuid").unwrap(), "plain");
+    cfg.chunk = chunk;
+    cfg.disk_reserve = 0;
+    let rec = Arc::new(Recorder::default());
+    let log = Arc::new(MemoryChunkLog::new());
+    let node = Directory::new(cfg, rec.clone(), log.clone());
+    (tmp, node, rec, log)
+}
+
+#[tokio::test]
+async fn unstable_keys_go_whole_and_data_present_is_checked() {
+    let (tmp, node, rec, log) = plain(Some(4));
+    // URL keys may change content: never chunked, as git-annex does.
+    let url = Key::from_str("URL--http://example.com/a").unwrap();
+    let st = put_bytes(&node, &url, b"0123456789", Validity::Valid)
+        .await
+        .unwrap();
+    assert!(st.stored);
+    assert!(node.object_path(&url).unwrap().exists());
+    assert!(log.chunks(node.uuid(), &url).is_empty());
+    // A hashed key is chunked: 10 bytes in chunks of 4.
+    let data = b"0123456789";
+    let key = sha256e(data, "");
+    assert!(
+        put_bytes(&node, &key, data, Validity::Valid)
+            .await
+            .unwrap()
+            .stored
+    );
+    assert_eq!(log.chunks(node.uuid(), &key), vec![(4, 3)]);
+    let third = node.object_path(&key.chunk(4, 3)).unwrap();
+    assert_eq!(std::fs::read(third).unwrap(), b"89");
+    // DATA-PRESENT: the content was put in place some other way.
+    let other = b"placed out of band";
+    let k2 = sha256e(other, "");
+    let PutStart::Accept(sink) = node.put(&k2, &AssociatedFile::none()).await.unwrap() else {
+        panic!()
+    };
+    let dir = tmp.path().join(hash_dir_lower(&k2)).join(k2.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(k2.to_string()), other).unwrap();
+    assert!(sink.data_present().await.unwrap().stored);
+    let PutStart::Accept(sink) = node
+        .put(&sha256e(b"nowhere", ""), &AssociatedFile::none())
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!sink.data_present().await.unwrap().stored);
+    assert_eq!(
+        rec.events().iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![true, true, true]
+    );
+}
