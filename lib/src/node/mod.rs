@@ -12,7 +12,9 @@
 //! go out with `sendfile`/`splice`.
 
 pub mod annexrepo;
+pub mod directory;
 pub mod error;
+pub(crate) mod localfs;
 pub mod lock;
 pub mod memory;
 
@@ -204,4 +206,16 @@ pub trait LocationSink: Send + Sync {
 pub struct NoLocations;
 impl LocationSink for NoLocations {
     fn record(&self, _key: &Key, _uuid: &Uuid, _present: bool) {}
+}
+
+/// The chunk log of the git-annex branch (`KEY.log.cnk`), as special remotes that store
+/// content in chunks need it: which chunkings of a key a remote holds. Implemented by the
+/// branch writer; nodes stay unaware of git.
+pub trait ChunkLog: Send + Sync {
+    /// Chunkings recorded for `key` at special remote `remote`: (chunk size, chunk count);
+    /// count 0 = removed.
+    fn chunks(&self, remote: &Uuid, key: &Key) -> Vec<(u64, u64)>;
+    /// Record that `remote` holds `key` in `count` chunks of `chunk_size` bytes (0: no
+    /// longer holds that chunking).
+    fn record_chunks(&self, remote: &Uuid, key: &Key, chunk_size: u64, count: u64);
 }

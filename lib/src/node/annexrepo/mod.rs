@@ -20,7 +20,7 @@ pub mod config;
 mod content_lock;
 mod get;
 mod paths;
-mod perms;
+pub(crate) mod perms;
 mod put;
 mod transfer;
 
@@ -39,6 +39,7 @@ pub use config::{AnnexRepoConfig, ConfigError, ObjectHash, SharedRepository};
 use crate::node::{Caps, Content, ContentLock, LocationSink, Node, NodeError, PutStart, Removed};
 use crate::types::{AssociatedFile, Key, Uuid};
 
+use crate::node::localfs::blocking;
 use paths::{checked_key_file, Layout, AFFIX_MAX, NAME_MAX};
 use perms::Perms;
 
@@ -169,20 +170,6 @@ impl Inner {
                 tracing::warn!(hook = %hook.display(), error = %e, "cannot run annex-content hook")
             }
         }
-    }
-}
-
-/// Run blocking file work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
-) -> Result<T, NodeError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(NodeError::io(
-            "run blocking task",
-            PathBuf::new(),
-            std::io::Error::other(e.to_string()),
-        )),
     }
 }
 

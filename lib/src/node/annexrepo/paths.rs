@@ -23,15 +23,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::config::AnnexRepoConfig;
-use crate::node::NodeError;
+pub(crate) use crate::node::localfs::{checked_key_file, NAME_MAX};
 use crate::types::hashdir::{
     hash_dir_lower, hash_dir_lower_one, hash_dir_mixed, hash_dir_mixed_one,
 };
-use crate::types::key::key_file;
 use crate::types::{Key, Uuid};
-
-/// The longest file name Linux file systems hold.
-pub const NAME_MAX: usize = 255;
 
 /// The longest suffix or prefix we add to a key file name (`.lck`, `.rtm`, `lck.`).
 pub const AFFIX_MAX: usize = 4;
@@ -40,30 +36,6 @@ pub const AFFIX_MAX: usize = 4;
 enum Hash {
     Mixed,
     Lower,
-}
-
-/// A key's escaped file name, checked to be one component the file system can hold with
-/// `extra` more bytes added.
-pub fn checked_key_file(key: &Key, extra: usize) -> Result<Vec<u8>, NodeError> {
-    let kf = key_file(key);
-    let bad = |detail: String| NodeError::BadKey {
-        key: key.to_text().into_owned(),
-        detail,
-    };
-    if kf.is_empty() || kf == b"." || kf == b".." {
-        return Err(bad("the key cannot be a file name".into()));
-    }
-    if kf.iter().any(|&b| b == b'/' || b == 0) {
-        return Err(bad("the key's file name contains '/' or NUL".into()));
-    }
-    if kf.len() + extra > NAME_MAX {
-        return Err(bad(format!(
-            "its file name would be {} bytes; file names can have at most {} here",
-            kf.len() + extra,
-            NAME_MAX
-        )));
-    }
-    Ok(kf)
 }
 
 /// Paths of one repository.
@@ -198,6 +170,7 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::NodeError;
 
     fn cfg(bare: bool) -> AnnexRepoConfig {
         AnnexRepoConfig::new("/r/.git", bare, Uuid::parse("u").unwrap())

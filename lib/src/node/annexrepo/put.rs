@@ -10,7 +10,7 @@
 //! file (resuming from bad bytes would fail forever).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use super::content_lock::in_content_dir;
 use super::paths::{checked_key_file, AFFIX_MAX};
 use super::transfer::{check_disk_space, lock_download, TransferLock};
 use super::{blocking, Inner};
+use crate::node::localfs::{fsync_dir, verify_file};
 use crate::node::{NodeError, PutSink, PutStart, Stored, Validity};
 use crate::types::backend::{is_secure_hash, is_verifiable, Verdict, Verifier};
 use crate::types::{AssociatedFile, Key, Uuid};
@@ -209,39 +210,6 @@ fn open_tmp(
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| NodeError::io("seek", tmp, e))?;
     Ok((file, verifier))
-}
-
-/// Check a whole file against its key: its size, and its hash when `hash` is set and the
-/// key's backend has one (only then is the file read).
-fn verify_file(path: &Path, key: &Key, hash: bool) -> Result<Verdict, NodeError> {
-    let mut v = Verifier::new(key, hash);
-    if !v.hashes() {
-        let len = fs::metadata(path)
-            .map_err(|e| NodeError::io("stat", path, e))?
-            .len();
-        return Ok(match key.size() {
-            Some(expected) if expected != len => Verdict::WrongSize { expected, got: len },
-            _ => Verdict::Good,
-        });
-    }
-    let mut f = File::open(path).map_err(|e| NodeError::io("open", path, e))?;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| NodeError::io("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        v.update(&buf[..n]);
-    }
-    Ok(v.finish(key))
-}
-
-fn fsync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Move verified content from the temp file into the object store and freeze it.

@@ -970,7 +970,7 @@ async fn one_upload_per_key_in_this_process_too() {
 async fn downloads_in_progress_count_against_free_space() {
     let sb = Sandbox::new();
     let gd = sb.repo("nb", false);
-    let free = super::transfer::disk_free(&gd.join("annex")).unwrap();
+    let free = crate::node::localfs::disk_free(&gd.join("annex")).unwrap();
     assert!(free > 1000, "test needs some free space");
     let (node, _) = sb.open_with(&gd, |c| c.disk_reserve = free / 2);
     let key = sha256e(b"x", "");

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use super::content_lock::PosixTime;
 use super::paths::checked_key_file;
 use super::{Inner, AFFIX_MAX};
+use crate::node::localfs::disk_free;
 use crate::node::lock::{lock_status, FileLock, LockKind, LockStatus};
 use crate::node::NodeError;
 use crate::types::key::file_key;
@@ -162,21 +163,6 @@ pub(super) fn others_in_progress(inner: &Inner, skip: &dyn Fn(&Key) -> bool) -> 
         }
     }
     total
-}
-
-/// Free bytes for unprivileged users on the file system holding `path` (statvfs).
-pub(super) fn disk_free(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path; st is ours to write.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// git-annex's `checkDiskSpace`: storing `need` more bytes must leave `annex.diskreserve`
