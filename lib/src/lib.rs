@@ -20,6 +20,7 @@
 //! `logging`. `types`, `proto`, `session`, `placement` and `branch::log` are pure: no files,
 //! sockets, clocks or processes, so they are tested by replaying recorded exchanges.
 
+pub mod admin;
 pub mod branch;
 pub mod conn;
 pub mod gateway;

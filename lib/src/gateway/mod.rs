@@ -1,29 +1,49 @@
 //! The gateway: a git-annex repository that serves itself and, when its configuration
 //! allows, the repositories and clusters it proxies for. Both front doors
 //! (annexgate-shell and annexgate-http) open a [`Gateway`], [`Gateway::resolve`] the UUID
-//! the client named, and get a [`Node`] for it.
+//! the client named, and get a [`Node`] for it with [`Gateway::node_for`].
 //!
-//! Resolution follows git-annex-shell's `--uuid` rules (spec `git-annex-shell.md` §2):
-//! no UUID or the repository's own serves the repository; a UUID this repository proxies
-//! for (its own `proxy.log` entry and its git config agreeing) serves that node or
-//! cluster; a UUID with a known description that it does not proxy gets
+//! Resolution follows git-annex-shell's `--uuid` rules (spec `git-annex-shell.md` §2,
+//! `clusters-and-proxies.md` §1): no UUID or the repository's own serves the repository; a
+//! UUID this repository proxies for (its own `proxy.log` entry and its git config agreeing)
+//! serves that node or cluster; a UUID with a known description that it does not proxy gets
 //! `not configured to proxy for repository <desc>`; anything else
-//! `expected repository UUID X but found UUID Y`.
+//! `expected repository UUID X but found UUID Y`. [`remotes`] holds that logic, pure.
+//!
+//! Nodes by kind of remote: the gateway itself and local git repositories are served
+//! directly from their object stores ([`AnnexRepo`]; a local node's changes are recorded
+//! in its own branch and in the gateway's), `directory` special remotes by [`Directory`];
+//! location changes go to the gateway's branch through one batched [`Recorder`].
 
+pub mod remotes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::branch::log::uuidlogs::UuidLog;
+use crate::branch::log::paths::location_log_path;
+use crate::branch::log::presence::LocationLog;
+use crate::branch::log::uuidlogs::{
+    effective_remote_configs, ClusterLog, Clusters, ProxyLog, RemoteLog, TrustLog, UuidLog,
+};
 use crate::branch::recorder::{RecordError, Recorder};
-use crate::branch::repo::{GitConfig, GitRepo, RepoError};
+use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
+use crate::node::directory::{Directory, DirectoryConfig};
 use crate::node::{LocationSink, Node, NodeError};
-use crate::types::Uuid;
+use crate::types::{Key, Uuid};
+
+pub use remotes::{BranchFacts, GatewayView, RemoteInfo, RemoteKind, Resolution};
 
 /// What a client's `--uuid` (or HTTP path UUID) selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     /// The gateway repository itself.
     Local,
+    /// A remote the gateway proxies for.
+    Remote(Box<RemoteInfo>),
+    /// A cluster the gateway is a gateway for.
+    Cluster { uuid: Uuid, name: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +65,14 @@ pub enum GatewayError {
 /// A gateway repository, opened once per process (shell) or per repository (http).
 pub struct Gateway {
     repo: Mutex<GitRepo>,
+    git_dir: PathBuf,
     config: GitConfig,
     uuid: Uuid,
+    view: OnceLock<Result<GatewayView, String>>,
     recorder: OnceLock<Result<Arc<Recorder>, String>>,
     local: OnceLock<Arc<AnnexRepo>>,
+    /// Recorders of local node repositories (their own branches), by git dir.
+    node_recorders: Mutex<BTreeMap<PathBuf, Arc<Recorder>>>,
 }
 
 impl Gateway {
@@ -57,11 +81,14 @@ impl Gateway {
         let config = repo.config()?;
         let uuid = config.annex_uuid().ok_or(GatewayError::NotAnnex)?;
         Ok(Gateway {
+            git_dir: repo.git_dir().to_path_buf(),
             repo: Mutex::new(repo),
             config,
             uuid,
+            view: OnceLock::new(),
             recorder: OnceLock::new(),
             local: OnceLock::new(),
+            node_recorders: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -73,6 +100,21 @@ impl Gateway {
         &self.config
     }
 
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+
+    /// The gateway's remotes and proxy/cluster facts, read once from config and branch.
+    pub fn view(&self) -> Result<&GatewayView, GatewayError> {
+        let v = self.view.get_or_init(|| {
+            let repo = self.lock_repo();
+            let branch = repo.view().map_err(|e| e.to_string())?;
+            let facts = load_facts(&branch).map_err(|e| e.to_string())?;
+            Ok(GatewayView::new(&self.config, self.uuid.clone(), facts))
+        });
+        v.as_ref().map_err(|e| GatewayError::Config(e.clone()))
+    }
+
     /// Which repository a client's UUID selects.
     pub fn resolve(&self, wanted: Option<&str>) -> Result<Target, GatewayError> {
         let Some(w) = wanted else {
@@ -81,29 +123,117 @@ impl Gateway {
         if w == self.uuid.as_str() {
             return Ok(Target::Local);
         }
-        match self.description(w) {
-            Some(description) => Err(GatewayError::NotProxied { description }),
-            None => Err(GatewayError::UnexpectedUuid {
-                expected: w.to_string(),
-                found: self.uuid.clone(),
-            }),
+        let unexpected = || GatewayError::UnexpectedUuid {
+            expected: w.to_string(),
+            found: self.uuid.clone(),
+        };
+        let Ok(wu) = Uuid::parse(w) else {
+            return Err(unexpected());
+        };
+        match self.view()?.resolve(&wu) {
+            Resolution::Local => Ok(Target::Local),
+            Resolution::Remote(r) => Ok(Target::Remote(r)),
+            Resolution::Cluster { uuid, name } => Ok(Target::Cluster { uuid, name }),
+            Resolution::NotProxied { description } => Err(GatewayError::NotProxied { description }),
+            Resolution::Unknown => Err(unexpected()),
         }
     }
 
     /// The UUID a target answers as (sent in `AUTH-SUCCESS`).
-    pub fn target_uuid(&self, target: &Target) -> &Uuid {
+    pub fn target_uuid<'a>(&'a self, target: &'a Target) -> &'a Uuid {
         match target {
             Target::Local => &self.uuid,
+            Target::Remote(r) => r.uuid.as_ref().unwrap_or(&self.uuid),
+            Target::Cluster { uuid, .. } => uuid,
         }
     }
 
     /// The node serving `target`, for a session whose client sent `bypass`.
-    pub fn node_for(&self, target: &Target, _bypass: &[Uuid]) -> Result<Arc<dyn Node>, NodeError> {
+    pub fn node_for(&self, target: &Target, bypass: &[Uuid]) -> Result<Arc<dyn Node>, NodeError> {
+        let unreachable = |name: &str, e: &dyn std::fmt::Display| NodeError::Unreachable {
+            node: name.to_string(),
+            reason: e.to_string(),
+        };
         match target {
-            Target::Local => Ok(self.local_node().map_err(|e| NodeError::Unreachable {
-                node: self.uuid.to_string(),
-                reason: e.to_string(),
-            })? as Arc<dyn Node>),
+            Target::Local => Ok(self
+                .local_node()
+                .map_err(|e| unreachable(self.uuid.as_str(), &e))?
+                as Arc<dyn Node>),
+            Target::Remote(r) => self.remote_node(r, bypass),
+            Target::Cluster { name, .. } => Err(NodeError::Unsupported {
+                node: name.clone(),
+                what: "serving a cluster",
+            }),
+        }
+    }
+
+    /// A node for one of the gateway's remotes.
+    pub fn remote_node(
+        &self,
+        r: &RemoteInfo,
+        _bypass: &[Uuid],
+    ) -> Result<Arc<dyn Node>, NodeError> {
+        let unreachable = |e: &dyn std::fmt::Display| NodeError::Unreachable {
+            node: r.name.clone(),
+            reason: e.to_string(),
+        };
+        let uuid = r
+            .uuid
+            .clone()
+            .ok_or_else(|| unreachable(&"no annex-uuid"))?;
+        match &r.kind {
+            RemoteKind::LocalGit(path) => {
+                let path = if path.is_relative() {
+                    self.work_dir().join(path)
+                } else {
+                    path.clone()
+                };
+                let repo = GitRepo::open(&path).map_err(|e| unreachable(&e))?;
+                let cfg = repo.config().map_err(|e| unreachable(&e))?;
+                if cfg.annex_uuid().as_ref() != Some(&uuid) {
+                    return Err(unreachable(&format!(
+                        "{} is not the expected repository (UUID {})",
+                        path.display(),
+                        uuid
+                    )));
+                }
+                let node_git_dir = repo.git_dir().to_path_buf();
+                let acfg = AnnexRepoConfig::from_git_config(&node_git_dir, |k| cfg.get(k))
+                    .map_err(|e| unreachable(&e))?;
+                let own = self
+                    .node_recorder(&node_git_dir)
+                    .map_err(|e| unreachable(&e))?;
+                let gw = self.recorder().map_err(|e| unreachable(&e))?;
+                let sink = Arc::new(TeeSink(vec![
+                    own as Arc<dyn LocationSink>,
+                    gw as Arc<dyn LocationSink>,
+                ]));
+                let mut acfg = acfg;
+                acfg.name = r.name.clone();
+                Ok(Arc::new(AnnexRepo::new(acfg, sink)))
+            }
+            RemoteKind::Special { kind, config } if kind == "directory" => {
+                let dir = r.settings.get("annex-directory").map(PathBuf::from);
+                let mut dcfg = DirectoryConfig::from_remote_config(uuid, config, dir)
+                    .map_err(|e| unreachable(&e))?;
+                dcfg.name = r.name.clone();
+                let rec = self.recorder().map_err(|e| unreachable(&e))?;
+                Ok(Arc::new(Directory::new(
+                    dcfg,
+                    Arc::clone(&rec) as Arc<dyn LocationSink>,
+                    rec,
+                )))
+            }
+            RemoteKind::Special { kind, .. } => Err(NodeError::Unsupported {
+                node: r.name.clone(),
+                what: special_kind_name(kind),
+            }),
+            RemoteKind::Ssh(_) | RemoteKind::Http(_) | RemoteKind::Other(_) => {
+                Err(NodeError::Unsupported {
+                    node: r.name.clone(),
+                    what: "this kind of remote",
+                })
+            }
         }
     }
 
@@ -112,8 +242,7 @@ impl Gateway {
         if let Some(n) = self.local.get() {
             return Ok(Arc::clone(n));
         }
-        let git_dir = self.lock_repo().git_dir().to_path_buf();
-        let cfg = AnnexRepoConfig::from_git_config(&git_dir, |name| self.config.get(name))
+        let cfg = AnnexRepoConfig::from_git_config(&self.git_dir, |name| self.config.get(name))
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let sink = self.location_sink()?;
         let node = Arc::new(AnnexRepo::new(cfg, sink));
@@ -126,10 +255,11 @@ impl Gateway {
         Ok(self.recorder()? as Arc<dyn LocationSink>)
     }
 
-    fn recorder(&self) -> Result<Arc<Recorder>, GatewayError> {
-        let path = self.lock_repo().git_dir().to_path_buf();
+    /// The gateway's recorder (opened on first use: sessions that change nothing never
+    /// start its thread).
+    pub fn recorder(&self) -> Result<Arc<Recorder>, GatewayError> {
         match self.recorder.get_or_init(|| {
-            Recorder::new(&path)
+            Recorder::new(&self.git_dir)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         }) {
@@ -138,24 +268,111 @@ impl Gateway {
         }
     }
 
-    /// Commit every pending location change now.
-    pub fn flush(&self) -> Result<(), GatewayError> {
-        if let Some(Ok(r)) = self.recorder.get() {
-            r.flush()?;
+    fn node_recorder(&self, git_dir: &Path) -> Result<Arc<Recorder>, GatewayError> {
+        let mut m = self
+            .node_recorders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = m.get(git_dir) {
+            return Ok(Arc::clone(r));
         }
-        Ok(())
+        let r = Arc::new(Recorder::new(git_dir)?);
+        m.insert(git_dir.to_path_buf(), Arc::clone(&r));
+        Ok(r)
+    }
+
+    /// Commit every pending location change now (the gateway's and its local nodes').
+    pub fn flush(&self) -> Result<(), GatewayError> {
+        let mut first_err = None;
+        if let Some(Ok(r)) = self.recorder.get() {
+            if let Err(e) = r.flush() {
+                first_err.get_or_insert(e);
+            }
+        }
+        let nodes: Vec<Arc<Recorder>> = self
+            .node_recorders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for r in nodes {
+            if let Err(e) = r.flush() {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// The repositories the gateway's branch says hold `key` (clusters not added).
+    pub fn locations(&self, key: &Key) -> Result<Vec<Uuid>, GatewayError> {
+        let repo = self.lock_repo();
+        let view = repo.view()?;
+        let path = location_log_path(key, self.config.branch_hash());
+        let log = LocationLog::parse(&view.get(&path)?);
+        Ok(log.present())
     }
 
     /// The description uuid.log gives a repository, if any.
-    pub fn description(&self, uuid: &str) -> Option<String> {
-        let u = Uuid::parse(uuid).ok()?;
+    pub fn description(&self, uuid: &Uuid) -> Option<String> {
+        self.view().ok()?.facts.descriptions.get(uuid).cloned()
+    }
+
+    /// Run `f` with the gateway's git repository.
+    pub fn with_repo<T>(&self, f: impl FnOnce(&GitRepo) -> T) -> T {
+        f(&self.lock_repo())
+    }
+
+    fn work_dir(&self) -> PathBuf {
         let repo = self.lock_repo();
-        let view = repo.view().ok()?;
-        let log = UuidLog::parse(&view.get(b"uuid.log").ok()?);
-        log.get(&u).map(|d| String::from_utf8_lossy(d).into_owned())
+        repo.work_tree()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| repo.git_dir().to_path_buf())
     }
 
     fn lock_repo(&self) -> std::sync::MutexGuard<'_, GitRepo> {
         self.repo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn special_kind_name(kind: &str) -> &'static str {
+    match kind {
+        "S3" => "S3 special remotes (not yet)",
+        "external" => "external special remotes (not yet)",
+        _ => "this type of special remote",
+    }
+}
+
+/// Read the facts the gateway's view needs from the branch.
+pub fn load_facts(view: &BranchView<'_>) -> Result<BranchFacts, RepoError> {
+    let trust = TrustLog::parse(&view.get(b"trust.log")?);
+    let dead = trust.dead();
+    let clusters = Clusters::new(&ClusterLog::parse(&view.get(b"cluster.log")?), &dead);
+    let proxies = ProxyLog::parse(&view.get(b"proxy.log")?).valid_proxies();
+    let remote_configs = effective_remote_configs(&RemoteLog::parse(&view.get(b"remote.log")?));
+    let descriptions = UuidLog::parse(&view.get(b"uuid.log")?)
+        .values()
+        .map(|(u, d)| (u.clone(), String::from_utf8_lossy(d).into_owned()))
+        .collect();
+    Ok(BranchFacts {
+        proxies,
+        clusters: clusters.nodes,
+        remote_configs,
+        descriptions,
+        dead,
+    })
+}
+
+/// Reports every change to several sinks (a local node's own branch and the gateway's).
+pub struct TeeSink(pub Vec<Arc<dyn LocationSink>>);
+
+impl LocationSink for TeeSink {
+    fn record(&self, key: &Key, uuid: &Uuid, present: bool) {
+        for s in &self.0 {
+            s.record(key, uuid, present);
+        }
     }
 }
