@@ -166,7 +166,12 @@ pub async fn run(fresh: &(dyn Fn() -> Arc<dyn Node> + Sync), options: &Options) 
 /// Deterministic bytes for a case: not all alike, so misplaced chunks show.
 pub fn test_data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(seed as u32 % 31) as u8 ^ seed)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2654435761)
+                .rotate_left(seed as u32 % 31) as u8
+                ^ seed
+        })
         .collect()
 }
 
@@ -346,7 +351,10 @@ async fn get_from_offsets(node: Arc<dyn Node>) -> Result<(), String> {
 async fn empty_content(node: Arc<dyn Node>) -> Result<(), String> {
     let key = key_for(b"");
     store(&*node, &key, b"").await?;
-    ensure!(present(&*node, &key).await?, "stored empty content is absent");
+    ensure!(
+        present(&*node, &key).await?,
+        "stored empty content is absent"
+    );
     let (got, _) = fetch(&*node, &key, 0)
         .await?
         .ok_or("stored empty content cannot be downloaded")?;
@@ -416,13 +424,20 @@ async fn resume_after_abort(node: Arc<dyn Node>) -> Result<(), String> {
     match node.put(&key, &af()).await.map_err(show("put"))? {
         PutStart::AlreadyHave { .. } => return Err("AlreadyHave on a fresh node".into()),
         PutStart::Accept(mut sink) => {
-            ensure!(sink.offset() == 0, "fresh upload offered at {}", sink.offset());
+            ensure!(
+                sink.offset() == 0,
+                "fresh upload offered at {}",
+                sink.offset()
+            );
             sink.begin(data.len() as u64).await.map_err(show("begin"))?;
             sink.write(&data[..half]).await.map_err(show("write"))?;
             sink.abort().await;
         }
     }
-    ensure!(!present(&*node, &key).await?, "an aborted upload is present");
+    ensure!(
+        !present(&*node, &key).await?,
+        "an aborted upload is present"
+    );
     // A node may take a moment to settle the aborted upload (a server process seeing
     // its input end); ask again until it offers the resume point.
     let mut last = String::new();
@@ -447,9 +462,7 @@ async fn resume_after_abort(node: Arc<dyn Node>) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!(
-        "the upload did not resume at byte {half} ({last})"
-    ))
+    Err(format!("the upload did not resume at byte {half} ({last})"))
 }
 
 async fn data_present_of_absent_content(node: Arc<dyn Node>) -> Result<(), String> {
@@ -473,18 +486,35 @@ async fn data_present_of_absent_content(node: Arc<dyn Node>) -> Result<(), Strin
     store(&*node, &key, &data).await
 }
 
-/// Remove until it succeeds or `tries` run out (a lock may be released asynchronously).
+/// A removal that must not happen: refused (`removed: false`) or failed with an error
+/// (real git-annex-shell ends the session when content is locked), and the content stays.
+async fn refused_removal(
+    node: &dyn Node,
+    key: &Key,
+    deadline: Option<u64>,
+    why: &str,
+) -> Result<(), String> {
+    if let Ok(r) = node.remove(key, deadline).await {
+        ensure!(!r.removed, "{why}: removed anyway");
+    }
+    ensure!(present(node, key).await?, "{why}: the content vanished");
+    Ok(())
+}
+
+/// Remove until it succeeds (a lock may be released asynchronously), for up to 5 s.
 async fn remove_eventually(node: &dyn Node, key: &Key) -> Result<(), String> {
-    let mut last = None;
+    let mut last = String::new();
     for _ in 0..50 {
-        let r = node.remove(key, None).await.map_err(show("remove"))?;
-        if r.removed {
-            return Ok(());
+        match node.remove(key, None).await {
+            Ok(r) if r.removed => return Ok(()),
+            Ok(r) => last = format!("{r:?}"),
+            Err(e) => last = e.to_string(),
         }
-        last = Some(r);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(format!("removal kept failing after the lock was released: {last:?}"))
+    Err(format!(
+        "removal kept failing after the lock was released: {last}"
+    ))
 }
 
 async fn lock_blocks_removal(node: Arc<dyn Node>) -> Result<(), String> {
@@ -496,11 +526,11 @@ async fn lock_blocks_removal(node: Arc<dyn Node>) -> Result<(), String> {
         .await
         .map_err(show("lock"))?
         .ok_or("present content could not be locked")?;
-    let r = node.remove(&key, None).await.map_err(show("remove"))?;
-    ensure!(!r.removed, "locked content was removed");
-    ensure!(present(&*node, &key).await?, "locked content vanished");
+    refused_removal(&*node, &key, None, "locked content").await?;
     // Reads go on while locked.
-    let (got, _) = fetch(&*node, &key, 0).await?.ok_or("locked content unreadable")?;
+    let (got, _) = fetch(&*node, &key, 0)
+        .await?
+        .ok_or("locked content unreadable")?;
     same(&got, &data)?;
     lock.unlock().await.map_err(show("unlock"))?;
     remove_eventually(&*node, &key).await?;
@@ -514,15 +544,8 @@ async fn remove_before_deadline(node: Arc<dyn Node>) -> Result<(), String> {
     store(&*node, &key, &data).await?;
     let now = node.timestamp().await.map_err(show("timestamp"))?;
     for past in [now, now.saturating_sub(5)] {
-        let r = node
-            .remove(&key, Some(past))
-            .await
-            .map_err(show("remove before"))?;
-        ensure!(!r.removed, "removed after its deadline {past} (clock {now})");
-        ensure!(
-            present(&*node, &key).await?,
-            "content gone after a refused removal"
-        );
+        let why = format!("removal after its deadline {past} (clock {now})");
+        refused_removal(&*node, &key, Some(past), &why).await?;
     }
     let r = node
         .remove(&key, Some(now + 600))
@@ -551,11 +574,17 @@ async fn concurrent_operations(node: Arc<dyn Node>) -> Result<(), String> {
             let data = test_data(200_000 + usize::from(i) * 1000, 20 + i);
             let key = key_for(&data);
             store(&*node, &key, &data).await?;
-            ensure!(present(&*node, &key).await?, "task {i}: stored content absent");
+            ensure!(
+                present(&*node, &key).await?,
+                "task {i}: stored content absent"
+            );
             let (got, _) = fetch(&*node, &key, 0).await?.ok_or("not stored")?;
             same(&got, &data).map_err(|e| format!("task {i}: {e}"))?;
             let t = node.timestamp().await.map_err(show("timestamp"))?;
-            let r = node.remove(&key, Some(t + 600)).await.map_err(show("remove"))?;
+            let r = node
+                .remove(&key, Some(t + 600))
+                .await
+                .map_err(show("remove"))?;
             ensure!(r.removed, "task {i}: removal failed: {r:?}");
             Ok::<(), String>(())
         });
@@ -592,12 +621,10 @@ async fn lock_and_remove_concurrently(node: Arc<dyn Node>) -> Result<(), String>
         .await
         .map_err(show("second lock"))?
         .ok_or("could not take a second lock")?;
-    let r = node.remove(&kb, None).await.map_err(show("remove"))?;
-    ensure!(!r.removed, "content under the second lock was removed");
+    refused_removal(&*node, &kb, None, "content under the second lock").await?;
     lock_b.unlock().await.map_err(show("unlock"))?;
     remove_eventually(&*node, &kb).await?;
-    let r = node.remove(&ka, None).await.map_err(show("remove"))?;
-    ensure!(!r.removed, "content under the first lock was removed");
+    refused_removal(&*node, &ka, None, "content under the first lock").await?;
     store(&*node, &kb, &b).await?;
     lock_a.unlock().await.map_err(show("unlock"))?;
     remove_eventually(&*node, &ka).await?;

@@ -583,7 +583,12 @@ mod tests {
         t("host:~joe/r", "host", None, "/~joe/r");
         t("[::1]:r", "[::1]", None, "/~/r");
         t("ssh://host/~/r", "host", None, "/~/r");
-        t("ssh://me@host:2222/srv/a%20b", "me@host", Some(2222), "/srv/a b");
+        t(
+            "ssh://me@host:2222/srv/a%20b",
+            "me@host",
+            Some(2222),
+            "/srv/a b",
+        );
         t("git+ssh://host/x", "host", None, "/x");
         t("ssh+git://h:/x", "h", None, "/x");
         t("ssh://[::1]:22/x", "[::1]", Some(22), "/x");
@@ -637,9 +642,7 @@ mod tests {
                 "-p",
                 "2222",
                 "-T",
-                &format!(
-                    "git-annex-shell 'p2pstdio' '/~/it'\"'\"'s' '{ME}' --uuid {THEM}"
-                ),
+                &format!("git-annex-shell 'p2pstdio' '/~/it'\"'\"'s' '{ME}' --uuid {THEM}"),
             ]
         );
     }
@@ -658,8 +661,8 @@ mod tests {
             "GIT_SSH_COMMAND" => Some("ssh -q".to_string()),
             _ => None,
         };
-        let e = P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg, &env)
-            .unwrap();
+        let e =
+            P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg, &env).unwrap();
         let (prog, a) = args(&e);
         assert_eq!(prog, "sh");
         assert_eq!(
@@ -671,8 +674,8 @@ mod tests {
         );
         // Without GIT_ANNEX_USE_GIT_SSH, GIT_SSH is ignored and ssh-options apply.
         let env2 = |k: &str| (k == "GIT_SSH").then(|| "/bin/myssh".to_string());
-        let e = P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg, &env2)
-            .unwrap();
+        let e =
+            P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg, &env2).unwrap();
         let (prog, a) = args(&e);
         assert_eq!(prog, "ssh");
         assert_eq!(a[..4], ["localhost", "-F", "/cfg", "-T"]);
@@ -686,9 +689,8 @@ mod tests {
             "remote.n1.url" => Some("ssh://h:2200/r".to_string()),
             _ => None,
         };
-        let e =
-            P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg_port, &env3)
-                .unwrap();
+        let e = P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg_port, &env3)
+            .unwrap();
         let (prog, a) = args(&e);
         assert_eq!(prog, "/bin/myssh");
         assert_eq!(
@@ -702,15 +704,9 @@ mod tests {
         );
         // A local path: git-annex-shell directly, no --uuid.
         let cfg_local = |k: &str| (k == "remote.n1.url").then(|| "../node1".to_string());
-        let e = P2pEndpoint::for_git_remote(
-            "n1",
-            &me,
-            &them,
-            Path::new("/gw"),
-            &cfg_local,
-            &|_| None,
-        )
-        .unwrap();
+        let e =
+            P2pEndpoint::for_git_remote("n1", &me, &them, Path::new("/gw"), &cfg_local, &|_| None)
+                .unwrap();
         let (prog, a) = args(&e);
         assert_eq!(prog, "git-annex-shell");
         assert_eq!(a, ["p2pstdio", "/gw/../node1", ME]);
@@ -728,6 +724,10 @@ mod tests {
         let c = P2pEndpoint::ssh(&ssh("h:s"), &me, &them, &SshSettings::default());
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert!(a.label.starts_with("ssh h -T 'git-annex-shell "), "{}", a.label);
+        assert!(
+            a.label.starts_with("ssh h -T 'git-annex-shell "),
+            "{}",
+            a.label
+        );
     }
 }

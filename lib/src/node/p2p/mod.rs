@@ -166,7 +166,9 @@ pub(crate) struct Lease {
 
 impl Lease {
     pub(crate) fn conn(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("a lease holds its connection until dropped")
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
     }
     pub(crate) fn version(&self) -> u8 {
         self.conn.as_ref().map_or(0, Conn::version)
@@ -352,7 +354,10 @@ impl P2pNode {
             match r {
                 Ok(reply) => return Ok((lease, reply)),
                 Err(e) if lease.reused && lease.conn().lost == Lost::Hangup => {
-                    tracing::debug!("{}: idle connection was lost ({e}); reconnecting", self.shared.label);
+                    tracing::debug!(
+                        "{}: idle connection was lost ({e}); reconnecting",
+                        self.shared.label
+                    );
                     lease = self.fresh().await?;
                 }
                 Err(e) => return Err(e),
@@ -382,7 +387,9 @@ impl Node for P2pNode {
     async fn check_present(&self, key: &Key) -> Result<bool, NodeError> {
         let lease = self.lease().await?;
         let mut make = |s: &mut ClientSession| Ok(s.check_present(key.clone()));
-        let (mut lease, r) = self.request(lease, &mut make, self.shared.cfg.timeout).await?;
+        let (mut lease, r) = self
+            .request(lease, &mut make, self.shared.cfg.timeout)
+            .await?;
         match r {
             Ok(Reply::Present(p)) => Ok(p),
             Ok(other) => Err(unexpected(&mut lease, "CHECKPRESENT", other).await),
@@ -393,7 +400,9 @@ impl Node for P2pNode {
     async fn lock_content(&self, key: &Key) -> Result<Option<Box<dyn ContentLock>>, NodeError> {
         let lease = self.lease().await?;
         let mut make = |s: &mut ClientSession| Ok(s.lock(key.clone()));
-        let (mut lease, r) = self.request(lease, &mut make, self.shared.cfg.timeout).await?;
+        let (mut lease, r) = self
+            .request(lease, &mut make, self.shared.cfg.timeout)
+            .await?;
         match r {
             Ok(Reply::Locked(true)) => {
                 lease.conn().locked = true;
@@ -430,7 +439,7 @@ impl Node for P2pNode {
         let absent = match validity {
             Validity::Invalid => true,
             Validity::Valid => false,
-            Validity::Unknown => !key.size().is_some_and(|size| offset >= size),
+            Validity::Unknown => key.size().is_none_or(|size| offset < size),
         };
         if absent {
             Box::new(content).done(false).await?;
@@ -443,7 +452,9 @@ impl Node for P2pNode {
     async fn put(&self, key: &Key, af: &AssociatedFile) -> Result<PutStart, NodeError> {
         let lease = self.lease().await?;
         let mut make = |s: &mut ClientSession| Ok(s.put(key.clone(), af.clone()));
-        let (mut lease, r) = self.request(lease, &mut make, self.shared.cfg.timeout).await?;
+        let (mut lease, r) = self
+            .request(lease, &mut make, self.shared.cfg.timeout)
+            .await?;
         match r {
             Ok(Reply::AlreadyHave(plus)) => Ok(PutStart::AlreadyHave { plus }),
             Ok(Reply::PutFrom(offset)) => Ok(PutStart::Accept(Box::new(P2pSink::new(
@@ -478,7 +489,9 @@ impl Node for P2pNode {
         }
         let remote_deadline = deadline.filter(|_| clock == Clock::Remote);
         let mut make = |s: &mut ClientSession| s.remove(key.clone(), remote_deadline);
-        let (mut lease, r) = self.request(lease, &mut make, self.shared.cfg.timeout).await?;
+        let (mut lease, r) = self
+            .request(lease, &mut make, self.shared.cfg.timeout)
+            .await?;
         match r {
             Ok(Reply::Removed(r)) => {
                 self.shared.record(key, r.removed, &r.plus, false);
@@ -499,7 +512,9 @@ impl Node for P2pNode {
             return Ok(boottime_secs());
         }
         let mut make = |s: &mut ClientSession| s.timestamp();
-        let (mut lease, r) = self.request(lease, &mut make, self.shared.cfg.timeout).await?;
+        let (mut lease, r) = self
+            .request(lease, &mut make, self.shared.cfg.timeout)
+            .await?;
         match r {
             Ok(Reply::Timestamp(t)) => Ok(t),
             Ok(other) => Err(unexpected(&mut lease, "GETTIMESTAMP", other).await),

@@ -52,7 +52,9 @@ impl Content for P2pContent {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.lease.conn().read_payload(&mut buf[..want]).await?;
         self.remaining -= n as u64;
         Ok(n)

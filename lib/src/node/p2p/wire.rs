@@ -300,7 +300,10 @@ impl Conn {
     async fn connect_failed(&mut self, e: NodeError) -> NodeError {
         match e {
             NodeError::Protocol { node, detail } if self.lost == Lost::Hangup => {
-                NodeError::Unreachable { node, reason: detail }
+                NodeError::Unreachable {
+                    node,
+                    reason: detail,
+                }
             }
             e => e,
         }
@@ -444,7 +447,10 @@ impl Conn {
     /// `Ok(Err(text))` for an `ERROR text` in place of a result (the connection stays
     /// usable). A message that does not fit breaks the connection (after git-annex's
     /// farewell `ERROR`).
-    pub(crate) async fn reply(&mut self, wait: Duration) -> Result<Result<Reply, String>, NodeError> {
+    pub(crate) async fn reply(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Result<Reply, String>, NodeError> {
         let m = self.recv(wait).await?;
         match self.session.handle(m) {
             Ok(r) => Ok(Ok(r)),
@@ -505,12 +511,16 @@ impl Conn {
             Err(_) => Err(self.timed_out(wait, "receiving DATA").await),
             Ok(Ok(0)) => {
                 self.lost = Lost::Hangup;
-                Err(self.fail("connection closed by the server inside DATA").await)
+                Err(self
+                    .fail("connection closed by the server inside DATA")
+                    .await)
             }
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => {
                 self.lost = Lost::Hangup;
-                Err(self.fail(format!("reading DATA from the server: {e}")).await)
+                Err(self
+                    .fail(format!("reading DATA from the server: {e}"))
+                    .await)
             }
         }
     }
