@@ -378,7 +378,8 @@ impl Node for P2pNode {
 
     fn caps(&self) -> Caps {
         Caps {
-            lock: true,
+            // A cluster never locks (its nodes are locked one by one instead).
+            lock: !self.shared.cfg.uuid.is_cluster(),
             remove_before: self.shared.clock() == Clock::Remote,
             resume: true,
         }

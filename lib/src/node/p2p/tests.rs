@@ -30,6 +30,9 @@ fn me() -> Uuid {
 /// Serves each connection with `conn::serve` (a server limited to `max_version`) in front
 /// of one shared MemNode.
 struct InProcess {
+    /// What the servers serve.
+    target: Arc<dyn Node>,
+    /// The store behind it, for inspection.
     node: MemNode,
     max_version: u8,
     outcomes: Arc<Mutex<Vec<ServeOutcome>>>,
@@ -39,7 +42,11 @@ struct InProcess {
 
 impl InProcess {
     fn new(node: MemNode, max_version: u8) -> Arc<InProcess> {
+        InProcess::serving(Arc::new(node.clone()), node, max_version)
+    }
+    fn serving(target: Arc<dyn Node>, node: MemNode, max_version: u8) -> Arc<InProcess> {
         Arc::new(InProcess {
+            target,
             node,
             max_version,
             outcomes: Arc::default(),
@@ -61,9 +68,9 @@ impl P2pDialer for InProcess {
         self.dials.fetch_add(1, Ordering::SeqCst);
         let (c, s) = tokio::io::duplex(256 * 1024);
         let (sr, sw) = tokio::io::split(s);
-        let mut cfg = ServerConfig::shell(self.node.uuid().clone(), ServerMode::ReadWrite);
+        let mut cfg = ServerConfig::shell(self.target.uuid().clone(), ServerMode::ReadWrite);
         cfg.max_version = self.max_version;
-        let node: Arc<dyn Node> = Arc::new(self.node.clone());
+        let node = self.target.clone();
         let outcomes = self.outcomes.clone();
         let task = tokio::spawn(async move {
             if let Ok(o) = conn::serve(sr, sw, ServeOptions::new(cfg), node).await {
@@ -81,7 +88,7 @@ impl P2pDialer for InProcess {
 
 fn in_process_node(server: &Arc<InProcess>) -> P2pNode {
     let mut cfg = P2pNodeConfig::new(
-        server.node.uuid().clone(),
+        server.target.uuid().clone(),
         "mem-p2p",
         P2pEndpoint::dial("in-process", server.clone()),
     );
@@ -349,6 +356,79 @@ async fn an_aborted_upload_keeps_its_partial_and_the_connection() {
     assert_eq!(sink.offset(), 4000);
     sink.abort().await;
     assert_eq!(node.connections_opened(), 2);
+}
+
+#[tokio::test]
+async fn cluster_replies_pass_through_and_clusters_are_not_logged() {
+    let members = [mem(), mem()];
+    let uuids: Vec<Uuid> = members.iter().map(|m| m.uuid().clone()).collect();
+    let cluster = Arc::new(crate::session::testing::TestCluster {
+        uuid: Uuid::new_cluster(),
+        nodes: members.to_vec(),
+    });
+    let server = InProcess::serving(cluster, members[0].clone(), 4);
+    let log = Arc::new(Log::default());
+    let mut cfg = in_process_node(&server).config().clone();
+    cfg.locations = log.clone();
+    let node = P2pNode::new(cfg);
+    assert!(!node.caps().lock, "a cluster cannot lock");
+    let data = test_data(1000, 7);
+    let key = key_for(&data);
+    let s = conformance::store_chunked(&node, &key, &data, Validity::Valid, 300)
+        .await
+        .unwrap();
+    assert_eq!(
+        s,
+        Stored {
+            stored: true,
+            plus: uuids.clone()
+        }
+    );
+    match node.put(&key, &AssociatedFile::none()).await.unwrap() {
+        PutStart::AlreadyHave { plus } => assert_eq!(plus, uuids),
+        other => panic!("{other:?}"),
+    }
+    assert!(node.lock_content(&key).await.unwrap().is_none());
+    let r = node.remove(&key, None).await.unwrap();
+    assert_eq!(
+        r,
+        Removed {
+            removed: true,
+            plus: uuids.clone(),
+            error: None
+        }
+    );
+    let mut want: Vec<(String, bool)> = uuids.iter().map(|u| (u.to_string(), true)).collect();
+    want.extend(uuids.iter().map(|u| (u.to_string(), false)));
+    assert_eq!(*log.0.lock().unwrap(), want);
+}
+
+#[tokio::test]
+async fn a_connection_lost_on_reuse_is_retried_once() {
+    // Each server answers one request, then reads the next and leaves without answering:
+    // the pooled connection looks alive until it is used.
+    let u = Uuid::new_random();
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let script = format!(
+        "echo x >> '{}'; {GREET} read r; echo FAILURE; read r; exit 0",
+        count.display()
+    );
+    let node = script_node(&script, &u, Duration::from_secs(5));
+    let key = key_for(b"r");
+    assert!(!node.check_present(&key).await.unwrap());
+    assert!(!node.check_present(&key).await.unwrap());
+    assert_eq!(node.connections_opened(), 2);
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 2);
+    // A fresh connection that is lost is not retried.
+    let node = script_node(
+        &format!("{GREET} read r; exit 0"),
+        &u,
+        Duration::from_secs(5),
+    );
+    let e = node.check_present(&key).await.unwrap_err();
+    assert!(matches!(e, NodeError::Protocol { .. }), "{e:?}");
+    assert_eq!(node.connections_opened(), 1);
 }
 
 #[tokio::test]
