@@ -31,6 +31,9 @@
 //! [`NodeError::Protocol`] with its exit status and last stderr lines, or
 //! [`NodeError::Unreachable`] when it ended before greeting (ssh exit status 255).
 //!
+//! Everything here runs inside a tokio runtime with I/O and time enabled (replies are
+//! awaited with timeouts; child processes are reaped by tasks).
+//!
 //! Building a node for a gateway's ssh remote:
 //!
 //! ```no_run
