@@ -12,11 +12,13 @@
 //! go out with `sendfile`/`splice`.
 
 pub mod annexrepo;
+pub mod conformance;
 pub mod directory;
 pub mod error;
 pub(crate) mod localfs;
 pub mod lock;
 pub mod memory;
+pub mod p2p;
 
 use async_trait::async_trait;
 
