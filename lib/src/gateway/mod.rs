@@ -30,6 +30,7 @@ use crate::branch::recorder::{RecordError, Recorder};
 use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::directory::{Directory, DirectoryConfig};
+use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
 use crate::node::{LocationSink, Node, NodeError};
 use crate::types::{Key, Uuid};
 
@@ -168,11 +169,7 @@ impl Gateway {
     }
 
     /// A node for one of the gateway's remotes.
-    pub fn remote_node(
-        &self,
-        r: &RemoteInfo,
-        _bypass: &[Uuid],
-    ) -> Result<Arc<dyn Node>, NodeError> {
+    pub fn remote_node(&self, r: &RemoteInfo, bypass: &[Uuid]) -> Result<Arc<dyn Node>, NodeError> {
         let unreachable = |e: &dyn std::fmt::Display| NodeError::Unreachable {
             node: r.name.clone(),
             reason: e.to_string(),
@@ -228,12 +225,38 @@ impl Gateway {
                 node: r.name.clone(),
                 what: special_kind_name(kind),
             }),
-            RemoteKind::Ssh(_) | RemoteKind::Http(_) | RemoteKind::Other(_) => {
-                Err(NodeError::Unsupported {
-                    node: r.name.clone(),
-                    what: "this kind of remote",
-                })
+            RemoteKind::Ssh(_) => {
+                // Settings of the remote (an instantiated remote carries its proxy's), then
+                // the gateway's own config.
+                let prefix = format!("remote.{}.", r.name);
+                let lookup = |k: &str| -> Option<String> {
+                    k.strip_prefix(&prefix)
+                        .and_then(|var| r.settings.get(&var.to_ascii_lowercase()).cloned())
+                        .or_else(|| self.config.get(k))
+                };
+                let env = |k: &str| std::env::var(k).ok();
+                let ep = P2pEndpoint::for_git_remote(
+                    &r.name,
+                    &self.uuid,
+                    &uuid,
+                    &self.work_dir(),
+                    &lookup,
+                    &env,
+                )
+                .map_err(|e| unreachable(&e))?;
+                let mut cfg = P2pNodeConfig::new(uuid, r.name.clone(), ep);
+                let mut bypass: Vec<Uuid> = bypass.to_vec();
+                if !bypass.contains(&self.uuid) {
+                    bypass.push(self.uuid.clone());
+                }
+                cfg.bypass = bypass;
+                cfg.locations = self.recorder().map_err(|e| unreachable(&e))?;
+                Ok(Arc::new(P2pNode::new(cfg)))
             }
+            RemoteKind::Http(_) | RemoteKind::Other(_) => Err(NodeError::Unsupported {
+                node: r.name.clone(),
+                what: "this kind of remote",
+            }),
         }
     }
 
