@@ -804,6 +804,9 @@ async fn put(
         ex.send(Message::Error("negative data length".into())).await;
         return stored(Ok((false, Vec::new())));
     };
+    tracing::debug!(
+        "put: the node wants data from {server_offset}, the client sends from {client_offset}"
+    );
     let (skip, data_len, force_invalid) = if server_offset >= client_offset {
         let skip = server_offset - client_offset;
         (skip, len.saturating_sub(skip), false)

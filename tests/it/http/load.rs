@@ -1,0 +1,306 @@
+//! Load and faults: 64 concurrent clients (raw HTTP, plus real git-annex clients) with no
+//! deadlock and no lost location; clients that vanish in the middle of a download, an
+//! upload or a held lock; a client that stops reading does not hold up the others.
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::support::{
+    clone_client, committed_locations, eventually, point_remote_at, read_response, request, Impl,
+    Server,
+};
+use crate::harness::{pseudo_random, RepoKind, TestEnv, Transport};
+
+const C: &str = "11111111-2222-3333-4444-555555555555";
+
+/// The key git-annex gives `data` (asked of git-annex itself).
+fn key_for(env: &TestEnv, repo: &crate::harness::Repo<'_>, name: &str, data: &[u8]) -> String {
+    let p = env.root().join(name);
+    std::fs::write(&p, data).unwrap();
+    repo.annex(&["calckey", p.to_str().unwrap()])
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn sixty_four_concurrent_clients() {
+    let env = TestEnv::new(Transport::Shim);
+    let srv = env.server_repo("srv", RepoKind::NonBare);
+    srv.add_files(&[("seed.txt", b"seed\n")]);
+    let clients = 64;
+    let items: Vec<(String, Vec<u8>)> = (0..clients)
+        .map(|i| {
+            let data = pseudo_random(16_384 + i * 4099, 1000 + i as u64);
+            (key_for(&env, &srv, &format!("item{i}"), &data), data)
+        })
+        .collect();
+    // A few real git-annex clients work alongside.
+    let annex_clients: Vec<_> = (0..3)
+        .map(|i| {
+            let c = clone_client(&env, &srv, &format!("gc{i}"));
+            c.add_files(&[(
+                &format!("g{i}.bin") as &str,
+                &pseudo_random(200_000, 50 + i) as &[u8],
+            )]);
+            c
+        })
+        .collect();
+    let server = Server::start(
+        &env,
+        Impl::Ours,
+        srv.path(),
+        &["--wideopen", "-J", "16"],
+        &[],
+    );
+    for c in &annex_clients {
+        point_remote_at(c, "origin", &server);
+    }
+    let addr = server.addr();
+    let u = srv.uuid().to_string();
+    let failures = Arc::new(AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for (i, (key, data)) in items.iter().enumerate() {
+            let u = &u;
+            let failures = failures.clone();
+            scope.spawn(move || {
+                let check = |ok: bool, what: &str| {
+                    if !ok {
+                        eprintln!("client {i}: {what} failed");
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                };
+                let len = data.len().to_string();
+                let r = request(
+                    addr,
+                    "POST",
+                    &format!("/git-annex/{u}/v4/put?key={key}&clientuuid={C}"),
+                    &[("X-git-annex-data-length", &len)],
+                    Some(data),
+                );
+                check(r.text() == "{\"plusuuids\":[],\"stored\":true}", "put");
+                let r = request(
+                    addr,
+                    "GET",
+                    &format!("/git-annex/{u}/v3/key/{key}?clientuuid={C}"),
+                    &[],
+                    None,
+                );
+                check(r.body == *data, "get");
+                let r = request(
+                    addr,
+                    "POST",
+                    &format!("/git-annex/{u}/v4/checkpresent?key={key}&clientuuid={C}"),
+                    &[],
+                    None,
+                );
+                check(r.text() == "{\"present\":true}", "checkpresent");
+                if i % 4 == 0 {
+                    let r = request(
+                        addr,
+                        "POST",
+                        &format!("/git-annex/{u}/v4/remove?key={key}&clientuuid={C}"),
+                        &[],
+                        None,
+                    );
+                    check(r.text() == "{\"plusuuids\":[],\"removed\":true}", "remove");
+                }
+            });
+        }
+        for (i, c) in annex_clients.iter().enumerate() {
+            scope.spawn(move || {
+                let f = format!("g{i}.bin");
+                c.annex(&["copy", "--to", "origin", &f]);
+                c.annex(&["get", "--from", "origin", "seed.txt"]);
+                c.annex(&["drop", "seed.txt"]);
+            });
+        }
+    });
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "{}", server.log_text());
+    // Every change is in the git-annex branch once the server stopped (and no lock or
+    // transfer was left behind to block it).
+    assert_eq!(server.stop(), Some(0));
+    let me = srv.uuid().to_string();
+    for (i, (key, _)) in items.iter().enumerate() {
+        let present = committed_locations(&srv, key).contains(&me);
+        assert_eq!(present, i % 4 != 0, "location of item {i} ({key})");
+        assert_eq!(srv.find_object(key).is_some(), i % 4 != 0);
+    }
+    for (i, c) in annex_clients.iter().enumerate() {
+        let k = c.key_of(&format!("g{i}.bin"));
+        assert!(committed_locations(&srv, &k).contains(&me), "g{i}.bin");
+    }
+}
+
+#[test]
+fn vanishing_clients_release_what_they_held() {
+    let env = TestEnv::new(Transport::Shim);
+    let srv = env.server_repo("srv", RepoKind::NonBare);
+    let big = pseudo_random(8 << 20, 5);
+    srv.add_files(&[("big.bin", &big)]);
+    let kbig = srv.key_of("big.bin");
+    let server = Server::start(&env, Impl::Ours, srv.path(), &["--wideopen"], &[]);
+    let u = srv.uuid().to_string();
+    let addr = server.addr();
+
+    // A download dropped after a little.
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /git-annex/{u}/v4/key/{kbig}?clientuuid={C} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 100_000];
+        s.read_exact(&mut buf).unwrap();
+    }
+
+    // A held lock whose keeplocked connection drops: released.
+    let r = request(
+        addr,
+        "POST",
+        &format!("/git-annex/{u}/v4/lockcontent?key={kbig}&clientuuid={C}"),
+        &[],
+        None,
+    );
+    let id = r.json()["lockid"].as_str().expect("locked").to_string();
+    {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /git-annex/{u}/v4/keeplocked?lockid={id}&clientuuid={C} HTTP/1.1\r\nHost: x\r\n\
+             Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n\
+             11\r\n{{\"unlock\":false}}\n\r\n"
+        )
+        .unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // While the lock is held, the content cannot be removed.
+        let r = request(
+            addr,
+            "POST",
+            &format!("/git-annex/{u}/v4/remove?key={kbig}&clientuuid={C}"),
+            &[],
+            None,
+        );
+        assert_eq!(r.text(), "{\"plusuuids\":[],\"removed\":false}");
+    }
+    eventually(20, "the lock of a vanished client to be released", || {
+        let r = request(
+            addr,
+            "POST",
+            &format!("/git-annex/{u}/v4/lockcontent?key={kbig}&clientuuid={C}"),
+            &[],
+            None,
+        );
+        let j = r.json();
+        if let Some(id) = j["lockid"].as_str() {
+            request(
+                addr,
+                "POST",
+                &format!("/git-annex/{u}/v4/keeplocked?lockid={id}"),
+                &[],
+                Some(b"{\"unlock\":true}\n"),
+            );
+        }
+        let r = request(
+            addr,
+            "POST",
+            &format!("/git-annex/{u}/v4/remove?key={kbig}&clientuuid={C}"),
+            &[],
+            None,
+        );
+        r.text() == "{\"plusuuids\":[],\"removed\":true}"
+    });
+
+    // An upload that breaks off: its partial data stays for a resume, and no transfer
+    // lock is left (the next upload of the key goes through).
+    let sent = 3 << 20;
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST /git-annex/{u}/v4/put?key={kbig}&clientuuid={C} HTTP/1.1\r\nHost: x\r\n\
+             X-git-annex-data-length: {n}\r\nContent-Length: {n}\r\n\r\n",
+            n = big.len()
+        )
+        .unwrap();
+        s.write_all(&big[..sent]).unwrap();
+    }
+    eventually(20, "the partial upload to be kept", || {
+        let r = request(
+            addr,
+            "POST",
+            &format!("/git-annex/{u}/v4/putoffset?key={kbig}&clientuuid={C}"),
+            &[],
+            None,
+        );
+        r.text() == format!("{{\"offset\":{sent}}}")
+    });
+    let rest = (big.len() - sent).to_string();
+    let r = request(
+        addr,
+        "POST",
+        &format!("/git-annex/{u}/v4/put?key={kbig}&clientuuid={C}&offset={sent}"),
+        &[("X-git-annex-data-length", &rest)],
+        Some(&big[sent..]),
+    );
+    assert_eq!(
+        r.text(),
+        "{\"plusuuids\":[],\"stored\":true}",
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(srv.object_content(&kbig).as_deref(), Some(&big[..]));
+}
+
+#[test]
+fn a_slow_client_does_not_stall_others() {
+    let env = TestEnv::new(Transport::Shim);
+    let srv = env.server_repo("srv", RepoKind::NonBare);
+    let big = pseudo_random(32 << 20, 9);
+    srv.add_files(&[("big.bin", &big), ("small.txt", b"small\n")]);
+    let (kbig, ksmall) = (srv.key_of("big.bin"), srv.key_of("small.txt"));
+    // Few job slots, so a stalled request holding one would show.
+    let server = Server::start(
+        &env,
+        Impl::Ours,
+        srv.path(),
+        &["--wideopen", "-J", "2"],
+        &[],
+    );
+    let u = srv.uuid().to_string();
+    let addr = server.addr();
+    // The slow client asks for 32 MiB and does not read.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    write!(slow, "GET /git-annex/{u}/v4/key/{kbig}?clientuuid={C} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Others are served meanwhile (with one job slot left).
+    for _ in 0..30 {
+        let r = request(
+            addr,
+            "GET",
+            &format!("/git-annex/{u}/key/{ksmall}"),
+            &[],
+            None,
+        );
+        assert_eq!(r.body, b"small\n");
+        let r = request(
+            addr,
+            "POST",
+            &format!("/git-annex/{u}/v4/checkpresent?key={kbig}&clientuuid={C}"),
+            &[],
+            None,
+        );
+        assert_eq!(r.text(), "{\"present\":true}");
+    }
+    // The slow client still gets all of its content, intact.
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let r = read_response(&mut BufReader::new(slow), false);
+    assert_eq!(r.header("x-git-annex-data-length"), Some("33554432"));
+    assert!(r.body == big, "the slow download arrived damaged");
+}
