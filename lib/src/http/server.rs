@@ -1175,7 +1175,16 @@ where
         let shared = shared.clone();
         hyper::service::service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(shared, secure, req).await) }
+            async move {
+                // Each request runs as its own task: when a client vanishes, hyper drops
+                // this future, but the handler still finishes what it started (it sees the
+                // request body break off, releases locks, keeps partial uploads).
+                let r = match tokio::spawn(handle(shared, secure, req)).await {
+                    Ok(r) => r,
+                    Err(e) => server_error(format!("request handler failed: {e}")),
+                };
+                Ok::<_, Infallible>(r)
+            }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
