@@ -378,3 +378,125 @@ fn https_with_rustls() {
         "answered plain HTTP over TLS port"
     );
 }
+
+/// nginx, run by the test in the foreground, proxying a loopback port to a unix socket.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(env: &TestEnv, socket: &std::path::Path) -> Nginx {
+    let nginx = std::path::Path::new("/usr/sbin/nginx");
+    assert!(
+        nginx.is_file(),
+        "nginx is missing at /usr/sbin/nginx: run scripts/setup (it installs nginx-light)"
+    );
+    let dir = env.root().join("nginx");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp;\n\
+               proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n\
+               scgi_temp_path {d}/tmp;\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
+                 proxy_pass http://unix:{sock}:;\n      proxy_http_version 1.1;\n\
+                 proxy_set_header Connection \"\";\n      proxy_request_buffering off;\n\
+                 proxy_buffering off;\n      client_max_body_size 0;\n\
+                 proxy_read_timeout 1200s;\n      proxy_send_timeout 1200s;\n    }}\n  }}\n}}\n",
+            sock = socket.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = std::process::Command::new(nginx)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .expect("starting nginx");
+        let mut n = Nginx { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = n.child.try_wait() {
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = n.child.kill();
+        eprintln!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+    }
+    panic!("nginx did not start");
+}
+
+#[test]
+fn unix_socket_behind_nginx() {
+    let env = TestEnv::new(Transport::Shim);
+    let (srv, client) = setup(&env);
+    let socket = env.root().join("p2phttp.sock");
+    // Our server on a unix socket (the harness still gives it a port; --socket wins).
+    let mut c = env.command(Side::Server, super::support::annexgate_http(), srv.path());
+    c.args(["--wideopen", "--socket"]).arg(&socket);
+    c.env("ANNEXGATE_LOG", "debug");
+    let log = env.root().join("socket-server.log");
+    let out = std::fs::File::create(&log).unwrap();
+    c.stdout(out.try_clone().unwrap()).stderr(out);
+    let mut server = c.spawn().expect("starting annexgate-http");
+    super::support::eventually(30, "the unix socket", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "only the owner may use the socket");
+    let nginx = start_nginx(&env, &socket);
+    client.set_config(
+        "remote.origin.annexurl",
+        &format!("annex+http://127.0.0.1:{}/git-annex/", nginx.port),
+    );
+    client.set_config("annex.security.allowed-ip-addresses", "127.0.0.1");
+    client.annex(&["get", "--from", "origin", "a.txt"]);
+    let data = pseudo_random(2 << 20, 21);
+    client.add_files(&[("e.bin", &data)]);
+    client.annex(&["copy", "--to", "origin", "e.bin"]);
+    assert_eq!(
+        srv.object_content(&client.key_of("e.bin")).as_deref(),
+        Some(&data[..])
+    );
+    // A local drop locks the server's copy through the proxy (streaming keeplocked).
+    client.annex(&["drop", "a.txt"]);
+    client.annex(&["drop", "--from", "origin", "e.bin"]);
+    assert!(srv.find_object(&client.key_of("e.bin")).is_none());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("POST keeplocked"), "{text}");
+    drop(nginx);
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(server.id() as i32, libc::SIGTERM);
+    }
+    let st = server.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}
