@@ -293,8 +293,13 @@ impl Shared {
 
     /// The repository serving `uuid`, and what it serves it as.
     async fn lookup(self: &Arc<Self>, uuid: &str) -> Option<(Arc<Repo>, Target)> {
-        if let Some(hit) = self.repos().by_uuid.get(uuid).cloned() {
-            return Some(hit);
+        let cached = self.repos().by_uuid.get(uuid).cloned();
+        if let Some(hit) = cached {
+            if hit.0.path.exists() || self.opts.directories.is_empty() {
+                return Some(hit);
+            }
+            // A repository deleted from a served directory is no longer served.
+            self.forget(&hit.0);
         }
         let list = self.repos().list.clone();
         if let Some(hit) = resolve_in(&list, uuid).await {
@@ -336,6 +341,13 @@ impl Shared {
             self.cache(uuid, h);
         }
         hit
+    }
+
+    fn forget(&self, repo: &Arc<Repo>) {
+        tracing::info!("{} is gone; no longer serving it", repo.path.display());
+        let mut repos = self.repos.write().unwrap_or_else(|p| p.into_inner());
+        repos.list.retain(|r| !Arc::ptr_eq(r, repo));
+        repos.by_uuid.retain(|_, (r, _)| !Arc::ptr_eq(r, repo));
     }
 
     fn cache(&self, uuid: &str, hit: &(Arc<Repo>, Target)) {

@@ -309,6 +309,17 @@ fn directory_serves_several_repositories() {
         None,
     );
     assert_eq!(r.status, 404);
+    // A repository deleted from the directory is no longer served.
+    std::fs::remove_dir_all(three.path()).unwrap();
+    let r = request(
+        server.addr(),
+        "GET",
+        &format!("/git-annex/{}/key/{k}", three.uuid()),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 404);
+    c1.annex(&["get", "--from", "origin", "x.txt"]);
 }
 
 #[test]

@@ -304,3 +304,67 @@ fn a_slow_client_does_not_stall_others() {
     assert_eq!(r.header("x-git-annex-data-length"), Some("33554432"));
     assert!(r.body == big, "the slow download arrived damaged");
 }
+
+/// git-annex's own server once stopped answering when clients were interrupted in the
+/// middle of downloads while others downloaded too (its bug "p2phttp can get stuck with
+/// interrupted clients"). Interrupt one client's `get` again and again while another gets
+/// everything; then the interrupted one must finish too.
+#[test]
+fn interrupted_git_annex_clients_do_not_stick_the_server() {
+    let env = TestEnv::new(Transport::Shim);
+    let srv = env.server_repo("srv", RepoKind::NonBare);
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("f{i}.bin"), pseudo_random(3 << 20, 70 + i)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    srv.add_files(&refs);
+    let server = Server::start(
+        &env,
+        Impl::Ours,
+        srv.path(),
+        &["--wideopen", "-J", "2"],
+        &[],
+    );
+    let a = clone_client(&env, &srv, "a");
+    let b = clone_client(&env, &srv, "b");
+    point_remote_at(&a, "origin", &server);
+    point_remote_at(&b, "origin", &server);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..5u64 {
+                let mut c = env.command(crate::harness::Side::Client, "git", a.path());
+                c.args(["annex", "get", "--from", "origin", "-J2", "."])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                let mut child = c.spawn().unwrap();
+                std::thread::sleep(Duration::from_millis(150 + 100 * round));
+                // SAFETY: kill(2) on our own child.
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGINT);
+                }
+                let _ = child.wait();
+                // Drop what arrived, so the next round downloads again.
+                let _ = a.try_annex(&["drop", "--force", "."]);
+            }
+        });
+        scope.spawn(|| {
+            b.annex(&["get", "--from", "origin", "-J2", "."]);
+        });
+    });
+    a.annex(&["get", "--from", "origin", "."]);
+    for (name, data) in &files {
+        assert_eq!(
+            &std::fs::read(a.path().join(name)).unwrap(),
+            data,
+            "{name} in a"
+        );
+        assert_eq!(
+            &std::fs::read(b.path().join(name)).unwrap(),
+            data,
+            "{name} in b"
+        );
+    }
+}
