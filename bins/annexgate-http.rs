@@ -62,6 +62,9 @@ struct Args {
     /// Serve every git-annex repository found below this directory; repeatable.
     #[arg(long)]
     directory: Vec<PathBuf>,
+    /// Seconds a lock lasts when keeplocked never comes (git-annex: 600; for tests).
+    #[arg(long = "lock-retention", hide = true)]
+    lock_retention: Option<u64>,
     /// Log debugging information (as ANNEXGATE_LOG=debug).
     #[arg(long)]
     debug: bool,
@@ -126,6 +129,10 @@ fn main() {
         threads,
         directories: args.directory,
         repository: args.repository,
+        lock_retention: args
+            .lock_retention
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(annexgate::http::LOCK_RETENTION),
         ..Default::default()
     };
     std::process::exit(annexgate::http::main(opts));

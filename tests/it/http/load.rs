@@ -368,3 +368,72 @@ fn interrupted_git_annex_clients_do_not_stick_the_server() {
         );
     }
 }
+
+/// A lock whose client never starts `keeplocked` expires (git-annex: after 600 s; here
+/// shortened); once `keeplocked` runs, it lasts as long as that request.
+#[test]
+fn locks_expire_unless_kept() {
+    let env = TestEnv::new(Transport::Shim);
+    let srv = env.server_repo("srv", RepoKind::NonBare);
+    srv.add_files(&[("a.txt", b"locked content\n")]);
+    let k = srv.key_of("a.txt");
+    let server = Server::start(
+        &env,
+        Impl::Ours,
+        srv.path(),
+        &["--wideopen", "--lock-retention", "2"],
+        &[],
+    );
+    let (addr, u) = (server.addr(), srv.uuid().to_string());
+    let lock = || {
+        let r = request(
+            addr,
+            "POST",
+            &format!("/git-annex/{u}/v4/lockcontent?key={k}&clientuuid={C}"),
+            &[],
+            None,
+        );
+        r.json()["lockid"].as_str().expect("locked").to_string()
+    };
+    let remove = || {
+        request(
+            addr,
+            "POST",
+            &format!(
+                "/git-annex/{u}/v4/remove-before?key={k}&clientuuid={C}&timestamp=99999999999"
+            ),
+            &[],
+            None,
+        )
+        .json()["removed"]
+            == true
+    };
+    // Not kept: removal is refused at first, allowed once the lock expired.
+    let _id = lock();
+    assert!(!remove(), "a locked copy must not be removed");
+    eventually(20, "an unkept lock to expire", remove);
+    // Restore the content, lock it, and keep it locked past the expiry.
+    let data = b"locked content\n";
+    let r = request(
+        addr,
+        "POST",
+        &format!("/git-annex/{u}/v4/put?key={k}&clientuuid={C}"),
+        &[("X-git-annex-data-length", "15")],
+        Some(data),
+    );
+    assert_eq!(r.json()["stored"], true);
+    let id = lock();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /git-annex/{u}/v4/keeplocked?lockid={id} HTTP/1.1\r\nHost: x\r\n\
+         Transfer-Encoding: chunked\r\n\r\n11\r\n{{\"unlock\":false}}\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!remove(), "a kept lock must outlive the expiry");
+    write!(s, "10\r\n{{\"unlock\":true}}\n\r\n0\r\n\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(s), false);
+    assert_eq!(r.text(), "{\"locked\":false}");
+    assert!(remove());
+}

@@ -551,3 +551,43 @@ fn same_permissions_as_git_annex() {
         compare(&format!("{opts:?}"), &reqs, &reference, &ours);
     }
 }
+
+#[test]
+fn lockedfiles_limit_like_git_annex() {
+    let w = world();
+    let dir = w.env.root().join("srv");
+    let (u, k1) = (&w.u, &w.k1);
+    let args = ["--wideopen", "--lockedfiles", "1"];
+    let reference = Server::start(&w.env, Impl::GitAnnex, &dir, &args, &[]);
+    let ours = Server::start(&w.env, Impl::Ours, &dir, &args, &[]);
+    let lock = req(
+        "POST",
+        format!("/git-annex/{u}/v4/lockcontent?key={k1}&clientuuid={C}"),
+    );
+    let mut seen = Vec::new();
+    for s in [&reference, &ours] {
+        let first = lock.send(s).json();
+        let second = lock.send(s).text();
+        let id = first["lockid"]
+            .as_str()
+            .expect("the first lock is taken")
+            .to_string();
+        let unlock = req("POST", format!("/git-annex/{u}/v4/keeplocked?lockid={id}"))
+            .body(b"{\"unlock\":true}\n")
+            .send(s)
+            .text();
+        let third = lock.send(s).json();
+        seen.push((
+            first["locked"].clone(),
+            second,
+            unlock,
+            third["locked"].clone(),
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "git-annex, then ours");
+    assert_eq!(
+        seen[1].1, "{\"locked\":false}",
+        "the second lock is over the limit"
+    );
+    assert_eq!(seen[1].3, true, "a released lock frees its slot");
+}
