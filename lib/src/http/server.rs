@@ -1482,3 +1482,156 @@ pub fn main(opts: HttpOptions) -> i32 {
         0
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Content, ContentLock, PutStart, Removed, Validity};
+    use crate::session::server::ServerMode;
+    use crate::types::AssociatedFile;
+    use async_trait::async_trait;
+
+    /// A node whose content "changes while being read" when `valid` is false.
+    struct Flaky {
+        uuid: Uuid,
+        data: Vec<u8>,
+        valid: bool,
+    }
+
+    struct Bytes_ {
+        data: Vec<u8>,
+        pos: usize,
+        valid: bool,
+    }
+
+    #[async_trait]
+    impl Content for Bytes_ {
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+        async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NodeError> {
+            let n = buf.len().min(self.data.len() - self.pos).min(3);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+        async fn validity(&mut self) -> Result<Validity, NodeError> {
+            Ok(if self.valid {
+                Validity::Valid
+            } else {
+                Validity::Invalid
+            })
+        }
+        async fn done(self: Box<Self>, _ok: bool) -> Result<(), NodeError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Node for Flaky {
+        fn uuid(&self) -> &Uuid {
+            &self.uuid
+        }
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        async fn check_present(&self, _key: &Key) -> Result<bool, NodeError> {
+            Ok(true)
+        }
+        async fn lock_content(
+            &self,
+            _key: &Key,
+        ) -> Result<Option<Box<dyn ContentLock>>, NodeError> {
+            Ok(None)
+        }
+        async fn get(
+            &self,
+            _key: &Key,
+            _offset: u64,
+            _af: &AssociatedFile,
+        ) -> Result<Option<Box<dyn Content>>, NodeError> {
+            Ok(Some(Box::new(Bytes_ {
+                data: self.data.clone(),
+                pos: 0,
+                valid: self.valid,
+            })))
+        }
+        async fn put(&self, _key: &Key, _af: &AssociatedFile) -> Result<PutStart, NodeError> {
+            Ok(PutStart::AlreadyHave { plus: vec![] })
+        }
+        async fn remove(&self, _key: &Key, _d: Option<u64>) -> Result<Removed, NodeError> {
+            Ok(Removed::default())
+        }
+        async fn timestamp(&self) -> Result<u64, NodeError> {
+            Ok(1)
+        }
+    }
+
+    use crate::node::Node;
+
+    async fn download(valid: bool, version: u8) -> (u64, Vec<u8>) {
+        let uuid = Uuid::parse("aaaaaaaa-0000-0000-0000-000000000000").unwrap();
+        let node: Arc<dyn Node> = Arc::new(Flaky {
+            uuid: uuid.clone(),
+            data: b"hello world".to_vec(),
+            valid,
+        });
+        let mut ex = Exchange::start(uuid, ServerMode::ReadOnly, version, vec![], node).await;
+        let key = Key::from_str("SHA256E-s11--x").unwrap();
+        let (out, pause) = ex
+            .send(Message::Get {
+                offset: 0,
+                af: AssociatedFile::none(),
+                key,
+            })
+            .await;
+        assert_eq!(out, vec![Message::Data(11)]);
+        let Pause::Transmit { len } = pause else {
+            panic!("expected a transfer, got {pause:?}")
+        };
+        let (tx, mut rx) = mpsc::channel(2);
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        tokio::spawn(stream_content(ex, len, version, tx, permit));
+        let mut got = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            got.extend_from_slice(&piece.unwrap());
+        }
+        (len, got)
+    }
+
+    #[tokio::test]
+    async fn changed_content_ends_one_byte_short() {
+        assert_eq!(download(true, 4).await, (11, b"hello world".to_vec()));
+        assert_eq!(download(false, 4).await, (11, b"hello worl".to_vec()));
+        assert_eq!(download(false, 1).await, (11, b"hello worl".to_vec()));
+        // v0 (and the unversioned GET) has no validity: everything is sent.
+        assert_eq!(download(false, 0).await, (11, b"hello world".to_vec()));
+    }
+
+    #[test]
+    fn unlock_requests() {
+        assert_eq!(unlock_request(b"{\"unlock\":true}\n"), Some(true));
+        assert_eq!(unlock_request(b"{\"unlock\":false}"), Some(false));
+        assert_eq!(unlock_request(b"\n"), Some(false));
+        assert_eq!(unlock_request(b"garbage\n"), None);
+    }
+
+    #[test]
+    fn finds_repositories_without_following_links() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = |p: &str| std::fs::create_dir_all(d.path().join(p)).unwrap();
+        mk("a/.git");
+        mk("deep/er/b/.git");
+        mk("a/inner/.git"); // inside a repository: not looked for
+        mk("bare.git/objects");
+        mk("bare.git/refs");
+        std::fs::write(d.path().join("bare.git/HEAD"), "ref: refs/heads/master\n").unwrap();
+        mk("plain/dir");
+        std::os::unix::fs::symlink(d.path().join("a"), d.path().join("link")).unwrap();
+        let found: Vec<String> = find_repos(&[d.path().to_path_buf()])
+            .iter()
+            .map(|p| p.strip_prefix(d.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(found, ["a", "bare.git", "deep/er/b"]);
+    }
+}
