@@ -1004,14 +1004,19 @@ async fn keep_locked(
                     break 'read;
                 }
             }
-            Ok(None) => break 'read,
+            Ok(None) => {
+                tracing::debug!("keeplocked {lockid}: the request body ended");
+                break 'read;
+            }
             Err(e) => {
                 tracing::debug!("keeplocked {lockid}: body broke off: {}", e.0);
                 break 'read;
             }
         }
     }
+    tracing::debug!("keeplocked {lockid}: releasing");
     repo.drop_lock(lockid).await;
+    tracing::debug!("keeplocked {lockid}: released");
     json_response(json!({ "locked": false }))
 }
 

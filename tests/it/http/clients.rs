@@ -225,20 +225,22 @@ fn interrupted_upload_resumes_with_putoffset() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let tmp = srv.tmp_object(&key);
+    // Until the server notices the client is gone the upload is in progress (its key
+    // busy); then the partial data stays and putoffset reports it.
     eventually(20, "the partial upload to be kept", || {
-        std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) == sent as u64
+        let r = request(
+            server.addr(),
+            "POST",
+            &format!(
+                "/git-annex/{}/v4/putoffset?key={key}&clientuuid={C}",
+                srv.uuid()
+            ),
+            &[],
+            None,
+        );
+        r.text() == format!("{{\"offset\":{sent}}}")
     });
-    let r = request(
-        server.addr(),
-        "POST",
-        &format!(
-            "/git-annex/{}/v4/putoffset?key={key}&clientuuid={C}",
-            srv.uuid()
-        ),
-        &[],
-        None,
-    );
-    assert_eq!(r.text(), format!("{{\"offset\":{sent}}}"));
+    assert_eq!(std::fs::metadata(&tmp).unwrap().len(), sent as u64);
     // git-annex asks for the offset and sends only the rest.
     client.annex(&["copy", "--to", "origin", "big.bin"]);
     assert_eq!(srv.object_content(&key).as_deref(), Some(&data[..]));

@@ -452,9 +452,6 @@ fn same_answers_as_git_annex_wideopen() {
             s.which
         );
     }
-    // Both released: each server can now remove and restore the content.
-    let r = req("POST", format!("{g}/{u}/v4/remove?key={k1}&clientuuid={C}")).send(&ours);
-    assert_eq!(r.text(), "{\"plusuuids\":[],\"removed\":true}");
 }
 
 fn auth_requests(w: &World) -> Vec<Req> {
