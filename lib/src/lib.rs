@@ -16,14 +16,15 @@
 //!                          branch::repo (the only git code) ────────────────────────┘
 //! ```
 //!
-//! Which modules may do I/O: `conn`, `node`, `branch::repo`, `shell` (process set-up) and
-//! `logging`. `types`, `proto`, `session`, `placement` and `branch::log` are pure: no files,
+//! Which modules may do I/O: `conn`, `node`, `branch::repo`, `shell` (process set-up),
+//! `http` (the p2phttp server; its `route` and `auth` parts are pure) and `logging`. `types`, `proto`, `session`, `placement` and `branch::log` are pure: no files,
 //! sockets, clocks or processes, so they are tested by replaying recorded exchanges.
 
 pub mod admin;
 pub mod branch;
 pub mod conn;
 pub mod gateway;
+pub mod http;
 pub mod logging;
 pub mod node;
 pub mod placement;
