@@ -12,6 +12,7 @@
 //! go out with `sendfile`/`splice`.
 
 pub mod annexrepo;
+pub mod cluster;
 pub mod directory;
 pub mod error;
 pub(crate) mod localfs;
