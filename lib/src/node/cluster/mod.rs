@@ -33,7 +33,13 @@
 //! refuses the upload before any byte arrives (a full disk), the other members lacking
 //! the key are tried; a member whose GET or CHECKPRESENT fails is replaced by the next;
 //! node choice is load-aware; `REMOVE-BEFORE` to a member without a remembered `Ti` asks
-//! it for its clock first instead of passing the deadline through untranslated.
+//! it for its clock first instead of passing the deadline through untranslated; a
+//! member answering ALREADY-HAVE is recorded as holding the key (git-annex only lists
+//! it, and only when every target said so); an upload that no member can take is read
+//! to its end and answered FAILURE, keeping the session in step; a cluster without
+//! members answers a PUT with an error, not ALREADY-HAVE. Every member request runs in
+//! a task of its own and records its location change as soon as it is made, so a
+//! client that hangs up midway leaves no stale location behind.
 //!
 //! The cluster's own UUID is never recorded in a location log and never counts as a
 //! copy; it may appear in reply lists (a member that is this cluster behind another
@@ -56,7 +62,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 pub use facts::{EnginePlacement, EveryoneWants, LocationView, MemLocations, Wanting};
 
@@ -446,38 +451,44 @@ impl Inner {
     }
 
     /// Run `f` for each member in `which`, at most `jobs` at once, each counted busy
-    /// while it runs; the results come back in the order of `which`.
-    async fn fan_out<T, F, Fut>(&self, which: &[usize], f: F) -> Vec<T>
+    /// while it runs; the results come back in the order of `which`. Each request runs
+    /// in a task of its own and is carried through (and its location changes recorded)
+    /// even if the caller stops waiting.
+    async fn fan_out<R, F, Fut>(&self, which: &[usize], f: F) -> Vec<Result<R, NodeError>>
     where
         F: Fn(usize, Arc<dyn Node>) -> Fut,
-        Fut: Future<Output = T> + Send + 'static,
-        T: Send + 'static,
+        Fut: Future<Output = Result<R, NodeError>> + Send + 'static,
+        R: Send + 'static,
     {
         let sem = self.semaphore();
-        let mut set = JoinSet::new();
-        for (pos, &i) in which.iter().enumerate() {
-            let fut = f(i, self.members[i].m.node.clone());
-            let sem = sem.clone();
-            let counter = self.members[i].busy.clone();
-            set.spawn(async move {
-                let _permit = match &sem {
-                    Some(s) => s.clone().acquire_owned().await.ok(),
-                    None => None,
-                };
-                let _busy = Busy::new(&counter);
-                (pos, fut.await)
+        let tasks: Vec<_> = which
+            .iter()
+            .map(|&i| {
+                let fut = f(i, self.members[i].m.node.clone());
+                let sem = sem.clone();
+                let counter = self.members[i].busy.clone();
+                tokio::spawn(async move {
+                    let _permit = match &sem {
+                        Some(s) => s.clone().acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    let _busy = Busy::new(&counter);
+                    fut.await
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for (task, &i) in tasks.into_iter().zip(which) {
+            out.push(match task.await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(NodeError::Protocol {
+                    node: self.member_name(i).to_string(),
+                    detail: format!("request task ended: {e}"),
+                }),
             });
         }
-        let mut out = Vec::with_capacity(which.len());
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok(v) => out.push(v),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => tracing::warn!("a cluster member request was cancelled: {e}"),
-            }
-        }
-        out.sort_by_key(|(pos, _)| *pos);
-        out.into_iter().map(|(_, v)| v).collect()
+        out
     }
 
     /// The deadline for member `i` of a client's `REMOVE-BEFORE ts`.
@@ -580,22 +591,29 @@ impl Node for Cluster {
             .iter()
             .map(|&i| deadline.map(|ts| inner.deadline_plan(i, ts)))
             .collect();
-        let clock = inner.options.clock.clone();
         let results = inner
             .fan_out(&all, |i, node| {
                 let key = key.clone();
                 let plan = plans[i];
-                let clock = clock.clone();
+                let inner = self.inner.clone();
                 async move {
                     let deadline = match plan {
                         None => None,
                         Some(Deadline::Fixed(d)) => Some(d),
                         Some(Deadline::AskFirst(ts)) => {
                             let t = node.timestamp().await?;
-                            Some(translate(t, ts, clock()))
+                            Some(translate(t, ts, (inner.options.clock)()))
                         }
                     };
-                    node.remove(&key, deadline).await
+                    let r = node.remove(&key, deadline).await?;
+                    // Recorded at once, so a caller that stops waiting leaves no lie.
+                    if r.removed {
+                        inner.record(&key, node.uuid(), false);
+                    }
+                    for u in &r.plus {
+                        inner.record(&key, u, false);
+                    }
+                    Ok(r)
                 }
             })
             .await;
@@ -626,9 +644,6 @@ impl Node for Cluster {
                     error.get_or_insert_with(|| error_text(&e));
                 }
             }
-        }
-        for u in &plus {
-            inner.record(key, u, false);
         }
         Ok(Removed {
             removed: ok,

@@ -70,7 +70,7 @@ pub(super) async fn start(
     let sem = inner.semaphore();
     let targets = accepted
         .into_iter()
-        .map(|(i, sink)| Target::spawn(&inner, i, sink, sem.clone()))
+        .map(|(i, sink)| Target::spawn(&inner, key, i, sink, sem.clone()))
         .collect();
     Ok(PutStart::Accept(Box::new(ClusterSink {
         inner,
@@ -203,15 +203,21 @@ struct Target {
 
 impl Target {
     fn spawn(
-        inner: &Inner,
+        inner: &Arc<Inner>,
+        key: &Key,
         member: usize,
         sink: Box<dyn PutSink>,
         sem: Option<Arc<Semaphore>>,
     ) -> Target {
         let (tx, rx) = mpsc::channel(inner.options.queue_chunks.max(1));
         let offset = sink.offset();
-        let busy = inner.busy(member);
-        let task = tokio::spawn(work(sink, rx, sem, busy));
+        let done = Done {
+            inner: inner.clone(),
+            key: key.clone(),
+            member,
+            _busy: inner.busy(member),
+        };
+        let task = tokio::spawn(work(sink, rx, sem, done));
         Target {
             member,
             offset,
@@ -250,12 +256,40 @@ async fn permit(sem: &Option<Arc<Semaphore>>) -> Option<OwnedSemaphorePermit> {
     }
 }
 
+/// What a target's task needs to know to record its result.
+struct Done {
+    inner: Arc<Inner>,
+    key: Key,
+    member: usize,
+    _busy: Busy,
+}
+
+impl Done {
+    /// The sink's final word; a store is recorded at once (the member and whatever it
+    /// lists), so it is logged even if nobody waits for the reply any more.
+    fn stored(&self, r: Result<Stored, NodeError>) -> Outcome {
+        match r {
+            Ok(s) => {
+                if s.stored {
+                    let uuid = self.inner.members[self.member].m.uuid();
+                    self.inner.record(&self.key, uuid, true);
+                    for u in &s.plus {
+                        self.inner.record(&self.key, u, true);
+                    }
+                }
+                Outcome::Stored(s)
+            }
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
 /// The task that owns one target's sink.
 async fn work(
     mut sink: Box<dyn PutSink>,
     mut rx: mpsc::Receiver<Cmd>,
     sem: Option<Arc<Semaphore>>,
-    _busy: Busy,
+    done: Done,
 ) -> Outcome {
     while let Some(cmd) = rx.recv().await {
         let _permit = permit(&sem).await;
@@ -280,18 +314,8 @@ async fn work(
                     return Outcome::Failed(e);
                 }
             }
-            Cmd::Finish(v) => {
-                return match sink.finish(v).await {
-                    Ok(s) => Outcome::Stored(s),
-                    Err(e) => Outcome::Failed(e),
-                }
-            }
-            Cmd::DataPresent => {
-                return match sink.data_present().await {
-                    Ok(s) => Outcome::Stored(s),
-                    Err(e) => Outcome::Failed(e),
-                }
-            }
+            Cmd::Finish(v) => return done.stored(sink.finish(v).await),
+            Cmd::DataPresent => return done.stored(sink.data_present().await),
             Cmd::Abort => {
                 sink.abort().await;
                 return Outcome::Aborted;
@@ -386,7 +410,8 @@ impl ClusterSink {
             match r {
                 Opened::Have(uuids) => self.stored.extend(uuids),
                 Opened::Accepted(sink) if sink.offset() >= self.offset => {
-                    targets.push(Target::spawn(&self.inner, i, sink, self.sem.clone()));
+                    let t = Target::spawn(&self.inner, &self.key, i, sink, self.sem.clone());
+                    targets.push(t);
                 }
                 Opened::Accepted(sink) => {
                     // It would need bytes before the client's offset.
@@ -432,9 +457,8 @@ impl ClusterSink {
                 plus.extend(uuids);
             }
         }
-        for u in &plus {
-            self.inner.record(&self.key, u, true);
-        }
+        // (Each target recorded its own store; fallback members that had the key
+        // already were recorded when they said so.)
         Stored {
             stored: !plus.is_empty(),
             plus,
