@@ -78,7 +78,7 @@ async fn open_next(
                     inner.name,
                     inner.member_name(i)
                 );
-                inner.learn(key, inner.members[i].m.uuid(), false);
+                inner.seen_lacking(key, inner.members[i].m.uuid());
             }
             Err(e) => {
                 tracing::warn!(

@@ -212,15 +212,28 @@ struct Stamps {
     members: Vec<Option<u64>>,
 }
 
-/// Per key: members known (by this cluster's own doing) to have or lack it.
+/// Per key: what this cluster itself did or saw at members, ahead of the location view.
 #[derive(Default)]
 struct Overlay {
-    keys: HashMap<Key, HashMap<Uuid, bool>>,
+    keys: HashMap<Key, HashMap<Uuid, Fact>>,
 }
 
-/// Past this many keys the overlay starts afresh (the records reached the log long
-/// since; it only bridges the recorder's batching).
+#[derive(Debug, Clone, Copy)]
+struct Fact {
+    has: bool,
+    /// Recorded through the location sink (dropped once the view agrees), or only
+    /// seen (a member lacking what the log says it has).
+    recorded: bool,
+    /// Forgotten at this time of the gateway's clock.
+    until: u64,
+}
+
+/// Past this many keys the overlay starts afresh.
 const OVERLAY_KEYS: usize = 4096;
+/// How long a recorded change may wait for the location view to show it.
+const RECORDED_SECS: u64 = 3600;
+/// How long a member's "I lack it" overrides the location log.
+const SEEN_SECS: u64 = 60;
 
 /// Counts a request in flight at a member while alive.
 pub(crate) struct Busy(Arc<AtomicUsize>);
@@ -366,15 +379,23 @@ impl Inner {
     fn present(&self, key: &Key) -> Vec<Uuid> {
         let mut present = self.locations.present(key);
         present.retain(|u| u != &self.uuid);
-        if let Some(changes) = lock(&self.overlay).keys.get(key) {
-            present.retain(|u| changes.get(u) != Some(&false));
-            let mut added: Vec<&Uuid> = changes
-                .iter()
-                .filter(|(u, &has)| has && !present.contains(u))
-                .map(|(u, _)| u)
-                .collect();
-            added.sort();
-            present.extend(added.into_iter().cloned());
+        let now = (self.options.clock)();
+        let mut o = lock(&self.overlay);
+        let Some(changes) = o.keys.get_mut(key) else {
+            return present;
+        };
+        // A recorded change the view shows now needs no bridging any more.
+        changes.retain(|u, f| f.until > now && !(f.recorded && present.contains(u) == f.has));
+        present.retain(|u| changes.get(u).is_none_or(|f| f.has));
+        let mut added: Vec<&Uuid> = changes
+            .iter()
+            .filter(|(u, f)| f.has && !present.contains(u))
+            .map(|(u, _)| u)
+            .collect();
+        added.sort();
+        present.extend(added.into_iter().cloned());
+        if changes.is_empty() {
+            o.keys.remove(key);
         }
         present
     }
@@ -390,11 +411,7 @@ impl Inner {
             .collect()
     }
 
-    /// Note what the cluster learned about a member, without recording it.
-    fn learn(&self, key: &Key, uuid: &Uuid, has: bool) {
-        if uuid == &self.uuid {
-            return;
-        }
+    fn remember(&self, key: &Key, uuid: &Uuid, fact: Fact) {
         let mut o = lock(&self.overlay);
         if o.keys.len() >= OVERLAY_KEYS && !o.keys.contains_key(key) {
             o.keys.clear();
@@ -402,15 +419,36 @@ impl Inner {
         o.keys
             .entry(key.clone())
             .or_default()
-            .insert(uuid.clone(), has);
+            .insert(uuid.clone(), fact);
     }
 
-    /// Record a location change (and remember it).
+    /// A member turned out to lack `key` though the log says otherwise: leave it out
+    /// of GET and CHECKPRESENT choices for a while, without recording anything.
+    fn seen_lacking(&self, key: &Key, uuid: &Uuid) {
+        if uuid == &self.uuid {
+            return;
+        }
+        let until = (self.options.clock)().saturating_add(SEEN_SECS);
+        let fact = Fact {
+            has: false,
+            recorded: false,
+            until,
+        };
+        self.remember(key, uuid, fact);
+    }
+
+    /// Record a location change (and bridge it until the view shows it).
     fn record(&self, key: &Key, uuid: &Uuid, has: bool) {
         if uuid == &self.uuid {
             return;
         }
-        self.learn(key, uuid, has);
+        let until = (self.options.clock)().saturating_add(RECORDED_SECS);
+        let fact = Fact {
+            has,
+            recorded: true,
+            until,
+        };
+        self.remember(key, uuid, fact);
         self.records.record(key, uuid, has);
     }
 
@@ -549,7 +587,7 @@ impl Node for Cluster {
                         inner.name,
                         inner.member_name(i)
                     );
-                    inner.learn(key, inner.members[i].m.uuid(), false);
+                    inner.seen_lacking(key, inner.members[i].m.uuid());
                 }
                 Err(e) => {
                     tracing::warn!("cluster {}: CHECKPRESENT {key}: {e}", inner.name);

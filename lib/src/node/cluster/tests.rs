@@ -1765,3 +1765,68 @@ async fn a_mixed_cluster_of_annex_repo_directory_and_memory() {
     assert!(mem.keys().is_empty());
     assert!(log.get(&key).is_empty());
 }
+
+// ---- the cluster's own notion of locations ----
+
+/// The location view may show the cluster's records late (the recorder batches): the
+/// cluster bridges the gap with what it did itself, and lets the view speak again once
+/// it agrees.
+#[tokio::test]
+async fn the_cluster_remembers_its_changes_until_the_log_shows_them() {
+    let now = Arc::new(AtomicU64::new(1000));
+    let n = now.clone();
+    let view = Arc::new(MemLocations::new());
+    let records = Arc::new(MemLocations::new());
+    let nodes: Vec<MemNode> = ["node1", "node2"]
+        .iter()
+        .map(|n| MemNode::new(u(n), *n))
+        .collect();
+    let c = Cluster::new(
+        cluster_uuid(),
+        "lagging",
+        nodes
+            .iter()
+            .map(|n| ClusterMember::new(Arc::new(n.clone()), 100.0))
+            .collect(),
+        view.clone(),
+        Arc::new(EveryoneWants),
+        records.clone(),
+        ClusterOptions {
+            clock: Arc::new(move || n.load(Ordering::SeqCst)),
+            ..options()
+        },
+    )
+    .unwrap();
+    let key = hello();
+    let PutOutcome::Stored(_, s) = upload(&c, &key, HELLO, 5).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.plus.len(), 2);
+    assert_eq!(logged(&records, &key), ["node1", "node2"]);
+    assert!(view.get(&key).is_empty(), "the view lags");
+    // Still, the cluster knows where it put the key.
+    assert!(c.check_present(&key).await.unwrap());
+    assert_eq!(
+        upload(&c, &key, HELLO, 5).await.unwrap(),
+        PutOutcome::AlreadyHave(vec![u("node2"), u("node1")])
+    );
+    // The view catches up; later changes made by others show through.
+    view.set(&key, &[u("node1"), u("node2")]);
+    assert!(c.check_present(&key).await.unwrap());
+    view.set(&key, &[]);
+    assert!(!c.check_present(&key).await.unwrap());
+    assert!(c.get(&key, 0, &af("x")).await.unwrap().is_none());
+
+    // A member that lacks what the log says is passed over for a while, then asked
+    // again.
+    view.set(&key, &[u("node1")]);
+    nodes[0].remove(&key, None).await.unwrap();
+    assert!(!c.check_present(&key).await.unwrap());
+    nodes[0].insert(key.clone(), HELLO.to_vec());
+    assert!(
+        !c.check_present(&key).await.unwrap(),
+        "within the minute: not asked"
+    );
+    now.fetch_add(61, Ordering::SeqCst);
+    assert!(c.check_present(&key).await.unwrap());
+}
