@@ -45,6 +45,47 @@
 //! copy; it may appear in reply lists (a member that is this cluster behind another
 //! gateway answers with it), as in git-annex.
 //!
+//! How a gateway builds one (here over in-memory nodes, with an in-memory location log
+//! that is both the view and the sink):
+//!
+//! ```
+//! use std::sync::Arc;
+//! use annexgate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EveryoneWants, MemLocations};
+//! use annexgate::node::memory::MemNode;
+//! use annexgate::node::{Node, PutStart, Validity};
+//! use annexgate::{AssociatedFile, Key, Uuid};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let n1 = MemNode::new(Uuid::new_random(), "node1");
+//! let n2 = MemNode::new(Uuid::new_random(), "node2");
+//! let log = Arc::new(MemLocations::new());
+//! let cluster = Cluster::new(
+//!     Uuid::new_cluster(),
+//!     "mycluster",
+//!     vec![
+//!         ClusterMember::new(Arc::new(n1.clone()), 100.0),
+//!         ClusterMember::new(Arc::new(n2.clone()), 100.0),
+//!     ],
+//!     log.clone(),              // where the location log says keys are
+//!     Arc::new(EveryoneWants),  // preferred content (or EnginePlacement)
+//!     log.clone(),              // where location changes are recorded
+//!     ClusterOptions::default(),
+//! )
+//! .unwrap();
+//!
+//! let key = Key::from_str("WORM-s5--greeting").unwrap();
+//! let PutStart::Accept(mut sink) = cluster.put(&key, &AssociatedFile::new("greeting")).await.unwrap()
+//! else { unreachable!() };
+//! sink.begin(5).await.unwrap();
+//! sink.write(b"hello").await.unwrap();
+//! let stored = sink.finish(Validity::Valid).await.unwrap();
+//! // Both nodes have it, in git-annex's order (equal costs: last given first).
+//! assert_eq!(stored.plus, vec![n2.uuid().clone(), n1.uuid().clone()]);
+//! assert_eq!(n1.content(&key).as_deref(), Some(&b"hello"[..]));
+//! assert!(cluster.check_present(&key).await.unwrap());
+//! # });
+//! ```
+//!
 //! Modules: `put` (the fan-out upload), `get` (the fail-over download), `facts` (what
 //! the gateway supplies: location views, preferred content, an in-memory log).
 
