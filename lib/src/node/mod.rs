@@ -12,6 +12,7 @@
 //! go out with `sendfile`/`splice`.
 
 pub mod annexrepo;
+pub mod cluster;
 pub mod conformance;
 pub mod directory;
 pub mod error;
