@@ -29,6 +29,7 @@ use crate::branch::log::uuidlogs::{
 use crate::branch::recorder::{RecordError, Recorder};
 use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
+use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EveryoneWants, Wanting};
 use crate::node::directory::{Directory, DirectoryConfig};
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
 use crate::node::{LocationSink, Node, NodeError};
@@ -150,7 +151,11 @@ impl Gateway {
     }
 
     /// The node serving `target`, for a session whose client sent `bypass`.
-    pub fn node_for(&self, target: &Target, bypass: &[Uuid]) -> Result<Arc<dyn Node>, NodeError> {
+    pub fn node_for(
+        self: &Arc<Self>,
+        target: &Target,
+        bypass: &[Uuid],
+    ) -> Result<Arc<dyn Node>, NodeError> {
         let unreachable = |name: &str, e: &dyn std::fmt::Display| NodeError::Unreachable {
             node: name.to_string(),
             reason: e.to_string(),
@@ -161,11 +166,85 @@ impl Gateway {
                 .map_err(|e| unreachable(self.uuid.as_str(), &e))?
                 as Arc<dyn Node>),
             Target::Remote(r) => self.remote_node(r, bypass),
-            Target::Cluster { name, .. } => Err(NodeError::Unsupported {
-                node: name.clone(),
-                what: "serving a cluster",
-            }),
+            Target::Cluster { uuid, name } => self.cluster_node(uuid, name, bypass),
         }
+    }
+
+    /// A cluster this gateway serves, made of its nodes for a session whose client sent
+    /// `bypass` (other gateways in it are not used; this gateway's UUID is added to what
+    /// the nodes are sent).
+    pub fn cluster_node(
+        self: &Arc<Self>,
+        uuid: &Uuid,
+        name: &str,
+        bypass: &[Uuid],
+    ) -> Result<Arc<dyn Node>, NodeError> {
+        let unreachable = |e: &dyn std::fmt::Display| NodeError::Unreachable {
+            node: name.to_string(),
+            reason: e.to_string(),
+        };
+        let view = self.view().map_err(|e| unreachable(&e))?;
+        let mut remotes = view.cluster_nodes(uuid, bypass);
+        // git-annex's remote list order: git remotes by name, then the remotes it
+        // instantiates for other proxies, then special remotes; the cluster orders them by
+        // cost from there.
+        remotes.sort_by(|a, b| {
+            let rank = |r: &RemoteInfo| match (&r.kind, &r.proxied_by) {
+                (RemoteKind::Special { .. }, _) => 2,
+                (_, Some(_)) => 1,
+                _ => 0,
+            };
+            (rank(a), &a.name).cmp(&(rank(b), &b.name))
+        });
+        let mut members = Vec::new();
+        for r in &remotes {
+            match self.remote_node(r, bypass) {
+                Ok(node) => {
+                    let m = ClusterMember::new(node, r.cost);
+                    members.push(match (&r.proxied_by, r.uuid.as_ref() == Some(uuid)) {
+                        (Some(g), true) => m.via_gateway(g.clone()),
+                        _ => m,
+                    });
+                }
+                // A node that cannot even be set up (its repository is gone) is left out;
+                // the others serve the session.
+                Err(e) => tracing::warn!("cluster {name}: node {} left out: {e}", r.name),
+            }
+        }
+        let gw = Arc::clone(self);
+        let locations = move |key: &Key| -> Vec<Uuid> {
+            gw.locations(key).unwrap_or_else(|e| {
+                tracing::warn!("reading the location log of {key}: {e}");
+                Vec::new()
+            })
+        };
+        let wanting = self.wanting().map_err(|e| unreachable(&e))?;
+        let jobs = match self.config.get("annex.jobs").as_deref().map(str::trim) {
+            Some("cpus") => std::thread::available_parallelism().ok().map(|n| n.get()),
+            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0),
+            None => None,
+        };
+        let options = ClusterOptions {
+            jobs,
+            ..ClusterOptions::default()
+        };
+        let records = self.recorder().map_err(|e| unreachable(&e))?;
+        let cluster = Cluster::new(
+            uuid.clone(),
+            name,
+            members,
+            Arc::new(locations),
+            wanting,
+            records,
+            options,
+        )
+        .map_err(|e| unreachable(&e))?;
+        Ok(Arc::new(cluster))
+    }
+
+    /// Preferred content for cluster uploads.
+    fn wanting(&self) -> Result<Arc<dyn Wanting>, GatewayError> {
+        Ok(Arc::new(EveryoneWants))
     }
 
     /// A node for one of the gateway's remotes.
