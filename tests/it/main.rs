@@ -7,5 +7,6 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod cluster_scenarios;
 mod harness_checks;
 mod shell_scenarios;
