@@ -9,6 +9,7 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod cluster_scenarios;
 mod harness_checks;
 mod http;
 mod p2p_node;
