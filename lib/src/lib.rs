@@ -16,16 +16,20 @@
 //!                          branch::repo (the only git code) ────────────────────────┘
 //! ```
 //!
-//! Which modules may do I/O: `conn`, `node`, `branch::repo`, `shell` (process set-up) and
-//! `logging`. `types`, `proto`, `session`, `placement` and `branch::log` are pure: no files,
+//! Which modules may do I/O: `conn`, `node`, `branch::repo`, `shell` (process set-up),
+//! `placement_io` (placement facts from a repository: branch, config, work tree,
+//! `git check-attr`, the repository size cache), `cli` (the `annexgate` program's
+//! commands) and `logging`. `types`, `proto`, `session`, `placement` and `branch::log` are pure: no files,
 //! sockets, clocks or processes, so they are tested by replaying recorded exchanges.
 
 pub mod branch;
+pub mod cli;
 pub mod conn;
 pub mod gateway;
 pub mod logging;
 pub mod node;
 pub mod placement;
+pub mod placement_io;
 pub mod proto;
 pub mod session;
 pub mod shell;
