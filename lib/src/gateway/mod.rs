@@ -29,10 +29,11 @@ use crate::branch::log::uuidlogs::{
 use crate::branch::recorder::{RecordError, Recorder};
 use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
-use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EveryoneWants, Wanting};
+use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EnginePlacement, Wanting};
 use crate::node::directory::{Directory, DirectoryConfig};
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
 use crate::node::{LocationSink, Node, NodeError};
+use crate::placement::Engine;
 use crate::types::{Key, Uuid};
 
 pub use remotes::{BranchFacts, GatewayView, RemoteInfo, RemoteKind, Resolution};
@@ -73,6 +74,7 @@ pub struct Gateway {
     view: OnceLock<Result<GatewayView, String>>,
     recorder: OnceLock<Result<Arc<Recorder>, String>>,
     local: OnceLock<Arc<AnnexRepo>>,
+    wanting: OnceLock<Arc<dyn Wanting>>,
     /// Recorders of local node repositories (their own branches), by git dir.
     node_recorders: Mutex<BTreeMap<PathBuf, Arc<Recorder>>>,
 }
@@ -90,6 +92,7 @@ impl Gateway {
             view: OnceLock::new(),
             recorder: OnceLock::new(),
             local: OnceLock::new(),
+            wanting: OnceLock::new(),
             node_recorders: Mutex::new(BTreeMap::new()),
         })
     }
@@ -242,9 +245,22 @@ impl Gateway {
         Ok(Arc::new(cluster))
     }
 
-    /// Preferred content for cluster uploads.
+    /// Preferred content for cluster uploads: the placement engine over the facts of the
+    /// gateway's branch (groups, expressions, trust, numcopies, maxsize and repository
+    /// sizes), loaded once per gateway.
     fn wanting(&self) -> Result<Arc<dyn Wanting>, GatewayError> {
-        Ok(Arc::new(EveryoneWants))
+        if let Some(w) = self.wanting.get() {
+            return Ok(Arc::clone(w));
+        }
+        let repo = self.lock_repo();
+        let view = repo.view()?;
+        let loaded = crate::placement_io::facts::load(&repo, &view, &self.config, None)
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        drop(view);
+        drop(repo);
+        let engine = Arc::new(Engine::new(loaded.facts));
+        let w: Arc<dyn Wanting> = Arc::new(EnginePlacement::locations_only(engine));
+        Ok(Arc::clone(self.wanting.get_or_init(|| w)))
     }
 
     /// A node for one of the gateway's remotes.
