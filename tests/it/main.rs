@@ -1,6 +1,8 @@
 //! The integration tests: real git-annex, real ssh, our programs as git-annex runs them.
 //!
 //! `harness` is shared by every test module; `harness_checks` tests the harness itself;
+//! `cluster_scenarios` runs git-annex's cluster tutorial; `cluster_faults` the clusters' fault
+//! and bad-input cases (nodes down, full, failing, garbage, hanging; two gateways);
 //! `shell_scenarios` runs the same client scenarios against git-annex-shell and annexgate-shell;
 //! `p2p_node` runs the gateway's node connections (`P2pNode`) over ssh against both;
 //! `http` tests annexgate-http against `git annex p2phttp` and with git-annex clients.
@@ -9,6 +11,7 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod cluster_faults;
 mod cluster_scenarios;
 mod harness_checks;
 mod http;

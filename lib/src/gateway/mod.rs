@@ -32,6 +32,7 @@ use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EnginePlacement, Wanting};
 use crate::node::directory::{Directory, DirectoryConfig};
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
+use crate::node::unavailable::Unavailable;
 use crate::node::{LocationSink, Node, NodeError};
 use crate::placement::Engine;
 use crate::types::{Key, Uuid};
@@ -201,18 +202,22 @@ impl Gateway {
         });
         let mut members = Vec::new();
         for r in &remotes {
-            match self.remote_node(r, bypass) {
-                Ok(node) => {
-                    let m = ClusterMember::new(node, r.cost);
-                    members.push(match (&r.proxied_by, r.uuid.as_ref() == Some(uuid)) {
-                        (Some(g), true) => m.via_gateway(g.clone()),
-                        _ => m,
-                    });
+            let node = match self.remote_node(r, bypass) {
+                Ok(node) => node,
+                // A node that cannot even be set up (its repository is gone) fails every
+                // request: the others serve the session, and a removal is not reported
+                // done while it may still hold the content.
+                Err(e) => {
+                    tracing::warn!("cluster {name}: node {} is unavailable: {e}", r.name);
+                    let Some(u) = r.uuid.clone() else { continue };
+                    Arc::new(Unavailable::new(u, r.name.clone(), unavailable_reason(e)))
                 }
-                // A node that cannot even be set up (its repository is gone) is left out;
-                // the others serve the session.
-                Err(e) => tracing::warn!("cluster {name}: node {} left out: {e}", r.name),
-            }
+            };
+            let m = ClusterMember::new(node, r.cost);
+            members.push(match (&r.proxied_by, r.uuid.as_ref() == Some(uuid)) {
+                (Some(g), true) => m.via_gateway(g.clone()),
+                _ => m,
+            });
         }
         let gw = Arc::clone(self);
         let locations = move |key: &Key| -> Vec<Uuid> {
@@ -453,6 +458,14 @@ impl Gateway {
 
     fn lock_repo(&self) -> std::sync::MutexGuard<'_, GitRepo> {
         self.repo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a node could not be set up, without repeating its name.
+fn unavailable_reason(e: NodeError) -> String {
+    match e {
+        NodeError::Unreachable { reason, .. } => reason,
+        other => other.to_string(),
     }
 }
 

@@ -1,0 +1,275 @@
+//! Clusters when things go wrong, with a real git-annex client: a node that is down, full,
+//! failing mid-upload, answering garbage or hanging; a client naming a UUID the gateway does
+//! not serve; a disk filling up; two gateways serving one cluster; `annexgate cluster
+//! status`.
+//!
+//! Where git-annex's own gateway can do the same, each scenario runs against git-annex-shell
+//! (the reference) and annexgate-shell on the gateway and must give the same [`Outcome`].
+//! Where annexgate deliberately does better (a node's error text passed through to the
+//! client, a bounded wait for a node that hangs, a clean reply when a disk fills), the test
+//! asserts our behaviour and its comments say what git-annex does.
+//!
+//! Faulty nodes are ssh nodes of the gateway whose `annex-shell` is a small script,
+//! [`FaultyShell`], that runs the real shell or misbehaves as its mode file says.
+
+// Parts of the toolbox below serve scenarios still to come.
+#![allow(dead_code, unused_imports)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::cluster_scenarios::{
+    client_with, gateway_with_nodes, NodeAccess, SetupTool, NODE_UUIDS,
+};
+use crate::harness::ssh::write_script;
+use crate::harness::{
+    assert_same_outcome, client_p2p_trace, shared_outcome, tools, Outcome, Repo, RunResult,
+    ShellImpl, TestEnv, Transport,
+};
+
+/// How a [`FaultyShell`] behaves on its next runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Runs the real shell.
+    None,
+    /// Fails as ssh does when the host cannot be reached (exit 255).
+    Down,
+    /// Greets and agrees a version, then answers every request with a line that is not
+    /// the P2P protocol.
+    Garbage,
+    /// Greets and agrees a version, then reads requests and never answers.
+    Hang,
+    /// Answers every request with `ERROR` and its own text.
+    Error,
+    /// The real shell, seeing only the first N bytes the gateway sends (a connection cut).
+    CutAfter(u64),
+    /// The real shell, unable to write files past N bytes (a disk filling up).
+    FileSizeLimit(u64),
+}
+
+/// The text a faulty node says on stderr and in its `ERROR` replies.
+const NODE_COMPLAINT: &str = "node disk controller is on fire";
+
+/// An annex-shell stand-in for one node: a script that does what its mode file says.
+struct FaultyShell {
+    script: PathBuf,
+    mode: PathBuf,
+}
+
+impl FaultyShell {
+    /// A script in the test's directory for the node `uuid`, running `real` when not
+    /// misbehaving.
+    fn new(env: &TestEnv, name: &str, uuid: &str, real: &Path) -> FaultyShell {
+        let script = env.root().join(format!("{name}-annex-shell"));
+        let mode = env.root().join(format!("{name}-fault"));
+        let q = |p: &Path| crate::harness::ssh::sh_quote(&p.to_string_lossy());
+        let text = format!(
+            r#"#!/bin/sh
+# annex-shell of a test node (generated): the real shell, or a fault the mode file names.
+real={real}
+mode=$(cat {mode} 2>/dev/null)
+greet() {{
+  printf 'AUTH-SUCCESS %s\n' {uuid}
+  while read -r cmd rest; do
+    case $cmd in
+      VERSION) echo "VERSION 4" ; return ;;
+      *) echo "ERROR expected VERSION" ;;
+    esac
+  done
+}}
+case $mode in
+  down)
+    echo "ssh: connect to host {name}.example port 22: Connection refused" >&2
+    exit 255 ;;
+  garbage)
+    greet
+    while read -r cmd rest; do
+      case $cmd in
+        BYPASS) ;;
+        *) echo "$cmd? never heard of it, have some noise: @#%&!"
+           echo "{complaint}" >&2 ;;
+      esac
+    done ;;
+  hang)
+    greet
+    while read -r line; do :; done ;;
+  error)
+    greet
+    while read -r cmd rest; do
+      case $cmd in
+        BYPASS) ;;
+        *) echo "ERROR {complaint}" ;;
+      esac
+    done ;;
+  cut:*)
+    dd bs=65536 iflag=count_bytes count="${{mode#cut:}}" status=none | "$real" "$@"
+    exit $? ;;
+  fsize:*)
+    exec prlimit --fsize="${{mode#fsize:}}" -- "$real" "$@" ;;
+  *)
+    exec "$real" "$@" ;;
+esac
+"#,
+            real = q(real),
+            mode = q(&mode),
+            uuid = uuid,
+            name = name,
+            complaint = NODE_COMPLAINT,
+        );
+        write_script(&script, &text);
+        FaultyShell { script, mode }
+    }
+
+    fn set(&self, fault: Fault) {
+        let text = match fault {
+            Fault::None => String::new(),
+            Fault::Down => "down".into(),
+            Fault::Garbage => "garbage".into(),
+            Fault::Hang => "hang".into(),
+            Fault::Error => "error".into(),
+            Fault::CutAfter(n) => format!("cut:{n}"),
+            Fault::FileSizeLimit(n) => format!("fsize:{n}"),
+        };
+        fs::write(&self.mode, text).expect("writing a fault mode");
+    }
+
+    fn access(&self) -> NodeAccess {
+        NodeAccess::Ssh(self.script.clone())
+    }
+}
+
+/// Small files, one line repeated.
+fn small_files(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+    (1..=n)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("f{i}.txt").into_boxed_str());
+            (name, format!("fault file {i}\n").repeat(i * 7).into_bytes())
+        })
+        .collect()
+}
+
+/// The scenario against git-annex-shell on the gateway, once per test run.
+fn reference(name: &str, scenario: fn(ShellImpl) -> Outcome) -> Outcome {
+    let out = shared_outcome(format!("cluster_faults/{name}"), || {
+        scenario(ShellImpl::GitAnnexShell)
+    });
+    eprintln!("{name} with git-annex-shell on the gateway:\n{out}");
+    out
+}
+
+/// The scenario against annexgate-shell on the gateway; same outcome as the reference.
+fn compare(name: &str, scenario: fn(ShellImpl) -> Outcome) {
+    let ours = scenario(ShellImpl::AnnexgateShell);
+    eprintln!("{name} with annexgate-shell on the gateway:\n{ours}");
+    assert_same_outcome(name, &reference(name, scenario), &ours);
+}
+
+/// The UUIDs a `SUCCESS-PLUS` in the client's trace listed, by repo name, sorted.
+fn success_plus(env: &TestEnv, r: &RunResult) -> Vec<Vec<String>> {
+    client_p2p_trace(&r.stderr)
+        .iter()
+        .filter_map(|m| m.strip_prefix("< SUCCESS-PLUS"))
+        .map(|rest| {
+            let mut v: Vec<String> = rest.split_whitespace().map(|u| env.name_of(u)).collect();
+            v.sort();
+            v
+        })
+        .collect()
+}
+
+// ---- a node that is down ----
+//
+// git-annex's gateway cannot serve the cluster at all while one node cannot be reached:
+// git-annex-shell fails the whole session ("Unable to connect to remote", the client's
+// copy fails for every file, verified with a local node moved away and with an ssh node
+// whose host refuses connections). annexgate serves the cluster with the nodes it can
+// reach, tells the user which node is missing and why, and treats the missing node as a
+// node whose every request failed: uploads land on the others, downloads come from the
+// others, and a removal is not reported as done while that node may still hold a copy.
+
+/// node2 down: its repository moved away (`local`) or its ssh host unreachable.
+fn node_down(local: bool) {
+    let env = TestEnv::new(Transport::Shim);
+    let faulty = FaultyShell::new(&env, "node2", NODE_UUIDS[1], &tools().git_annex_shell);
+    let access = if local {
+        [NodeAccess::Local, NodeAccess::Local, NodeAccess::Local]
+    } else {
+        [NodeAccess::Local, faulty.access(), NodeAccess::Local]
+    };
+    let (gw, nodes) = gateway_with_nodes(&env, SetupTool::GitAnnex, &access);
+    let files = small_files(3);
+    let client = client_with(&env, &gw, ShellImpl::AnnexgateShell, &files, 3, None);
+    let all = ["client", "mycluster", "node1", "node2", "node3"];
+    client.annex(&["copy", "--to", "gw-mycluster", "f1.txt"]);
+    assert_eq!(client.whereis(&["f1.txt"]), all);
+
+    let moved = env.root().join("node2-moved-away.git");
+    if local {
+        fs::rename(nodes[1].path(), &moved).unwrap();
+    } else {
+        faulty.set(Fault::Down);
+    }
+    let r = client.annex(&["copy", "--to", "gw-mycluster", "--debug", "."]);
+    assert_eq!(
+        success_plus(&env, &r),
+        [["node1", "node3"], ["node1", "node3"]],
+        "{r}"
+    );
+    // The user is told which node is missing, and why.
+    let why = if local {
+        "No such file"
+    } else {
+        "Connection refused"
+    };
+    assert!(
+        r.stderr.contains("node2") && r.stderr.contains(why),
+        "no word about node2 being down:\n{r}"
+    );
+    let some = ["client", "mycluster", "node1", "node3"];
+    for f in ["f2.txt", "f3.txt"] {
+        assert_eq!(client.whereis(&[f]), some, "{f}");
+    }
+    // A local drop locks a copy on a node that is up; a download comes from one.
+    client.annex(&["drop", "f2.txt"]);
+    client.annex(&["get", "--from", "gw-mycluster", "f2.txt"]);
+    assert_eq!(fs::read(client.path().join("f2.txt")).unwrap(), files[1].1);
+
+    // node2 may hold f1: removing f1 from the cluster is not done while it is down.
+    let r = client
+        .try_annex(&["drop", "--from", "gw-mycluster", "f1.txt"])
+        .failed();
+    assert!(r.stderr.contains("node2"), "{r}");
+    assert_eq!(
+        client.whereis(&["f1.txt"]),
+        ["client", "mycluster", "node2"],
+        "the nodes that were up dropped f1, node2 still counts"
+    );
+    // The gateway's branch says the same.
+    client.annex(&["sync", "--no-content", "gw"]);
+    assert_eq!(
+        client.whereis(&["f1.txt"]),
+        ["client", "mycluster", "node2"]
+    );
+    assert_eq!(client.whereis(&["f3.txt"]), some);
+
+    // Back up: the removal completes.
+    if local {
+        fs::rename(&moved, nodes[1].path()).unwrap();
+    } else {
+        faulty.set(Fault::None);
+    }
+    client.annex(&["drop", "--from", "gw-mycluster", "f1.txt"]);
+    assert_eq!(client.whereis(&["f1.txt"]), ["client"]);
+    assert!(nodes[1].find_object(&client.key_of("f1.txt")).is_none());
+}
+
+mod down {
+    #[test]
+    fn local_node_gone_counts_as_failed_not_as_absent() {
+        super::node_down(true);
+    }
+    #[test]
+    fn ssh_node_unreachable() {
+        super::node_down(false);
+    }
+}
