@@ -23,8 +23,8 @@ use crate::cluster_scenarios::{
 };
 use crate::harness::ssh::write_script;
 use crate::harness::{
-    assert_same_outcome, client_p2p_trace, shared_outcome, tools, Outcome, Repo, RunResult,
-    ShellImpl, TestEnv, Transport,
+    assert_same_outcome, client_p2p_trace, pseudo_random, shared_outcome, tools, Outcome, Repo,
+    RunResult, ShellImpl, TestEnv, Transport,
 };
 
 /// How a [`FaultyShell`] behaves on its next runs.
@@ -102,7 +102,7 @@ case $mode in
       esac
     done ;;
   cut:*)
-    dd bs=65536 iflag=count_bytes count="${{mode#cut:}}" status=none | "$real" "$@"
+    {pass_first} "${{mode#cut:}}" | "$real" "$@"
     exit $? ;;
   fsize:*)
     exec prlimit --fsize="${{mode#fsize:}}" -- "$real" "$@" ;;
@@ -115,6 +115,7 @@ esac
             uuid = uuid,
             name = name,
             complaint = NODE_COMPLAINT,
+            pass_first = crate::harness::ssh::PASS_FIRST_BYTES,
         );
         write_script(&script, &text);
         FaultyShell { script, mode }
@@ -164,6 +165,10 @@ fn compare(name: &str, scenario: fn(ShellImpl) -> Outcome) {
     assert_same_outcome(name, &reference(name, scenario), &ours);
 }
 
+// (Commands traced with `--debug` also take `--debugfilter=P2P.IO`: with a filter, git-annex
+// does not pass `--debug` on to the gateway's shell, whose own connections to the nodes
+// would otherwise show up in the client's trace.)
+
 /// The UUIDs a `SUCCESS-PLUS` in the client's trace listed, by repo name, sorted.
 fn success_plus(env: &TestEnv, r: &RunResult) -> Vec<Vec<String>> {
     client_p2p_trace(&r.stderr)
@@ -175,6 +180,20 @@ fn success_plus(env: &TestEnv, r: &RunResult) -> Vec<Vec<String>> {
             v
         })
         .collect()
+}
+
+/// The repositories `repo`'s location log lists for `key`, by name (empty when none: then
+/// `whereis` fails, which is no error here).
+fn locations(repo: &Repo<'_>, key: &str) -> Vec<String> {
+    let (_, v) = repo.try_annex_json(&["whereis", "--key", key]);
+    let mut names: Vec<String> = v
+        .iter()
+        .flat_map(|item| item["whereis"].as_array().cloned().unwrap_or_default())
+        .map(|loc| repo.env().name_of(loc["uuid"].as_str().unwrap_or_default()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 // ---- a node that is down ----
@@ -209,7 +228,14 @@ fn node_down(local: bool) {
     } else {
         faulty.set(Fault::Down);
     }
-    let r = client.annex(&["copy", "--to", "gw-mycluster", "--debug", "."]);
+    let r = client.annex(&[
+        "copy",
+        "--to",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        ".",
+    ]);
     assert_eq!(
         success_plus(&env, &r),
         [["node1", "node3"], ["node1", "node3"]],
@@ -271,5 +297,89 @@ mod down {
     #[test]
     fn ssh_node_unreachable() {
         super::node_down(false);
+    }
+}
+
+// ---- a node failing in the middle of an upload ----
+
+/// node3 (over ssh, served by git-annex-shell) loses its connection 100 kB into a 300 kB
+/// upload to the cluster: the upload succeeds on node1 and node2, `SUCCESS-PLUS` names
+/// exactly those, nobody records node3 as holding the key, and node3 keeps its partial
+/// file, from which a later upload resumes.
+fn node_cut_mid_put(shell: ShellImpl) -> Outcome {
+    let env = TestEnv::new(Transport::Shim);
+    let mut out = Outcome::default();
+    let faulty = FaultyShell::new(&env, "node3", NODE_UUIDS[2], &tools().git_annex_shell);
+    let access = [NodeAccess::Local, NodeAccess::Local, faulty.access()];
+    let (gw, nodes) = gateway_with_nodes(&env, SetupTool::GitAnnex, &access);
+    let big = pseudo_random(300_000, 7);
+    let files = vec![("big.bin", big.clone())];
+    let client = client_with(&env, &gw, shell, &files, 3, None);
+    let key = client.key_of("big.bin");
+    client.set_config("annex.forward-retry", "0");
+
+    faulty.set(Fault::CutAfter(100_000));
+    let r = client.try_annex(&[
+        "copy",
+        "--to",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "big.bin",
+    ]);
+    out.exit("copy --to gw-mycluster with node3 cut", &r);
+    out.note("SUCCESS-PLUS", success_plus(&env, &r));
+    out.note("whereis", client.whereis(&["big.bin"]));
+    for n in &nodes {
+        out.note(
+            &format!("{} has the object", n.name()),
+            n.object_content(&key).as_deref() == Some(big.as_slice()),
+        );
+    }
+    let partial = fs::metadata(nodes[2].tmp_object(&key))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    out.note(
+        "node3 kept part of the upload",
+        partial > 0 && partial < big.len() as u64,
+    );
+    // node3's own branch does not claim the key (git-annex-shell there records what it
+    // stores), nor does the gateway's.
+    out.note("node3's own log", locations(&nodes[2], &key));
+    client.annex(&["sync", "--no-content", "gw"]);
+    out.note("whereis after sync with gw", client.whereis(&["big.bin"]));
+
+    faulty.set(Fault::None);
+    let r = client.try_annex(&[
+        "copy",
+        "--to",
+        "gw-node3",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "big.bin",
+    ]);
+    out.exit("copy --to gw-node3 after the cut", &r);
+    let offsets: Vec<u64> = client_p2p_trace(&r.stderr)
+        .iter()
+        .filter_map(|m| m.strip_prefix("< PUT-FROM ")?.trim().parse().ok())
+        .collect();
+    out.note(
+        "resumed from the kept part",
+        offsets == [partial] && partial > 0,
+    );
+    out.note(
+        "node3 has the object",
+        nodes[2].object_content(&key).as_deref() == Some(big.as_slice()),
+    );
+    out.note("whereis at the end", client.whereis(&["big.bin"]));
+    out
+}
+
+mod mid_put {
+    use super::*;
+
+    #[test]
+    fn node_connection_cut() {
+        compare("node_cut_mid_put", node_cut_mid_put);
     }
 }
