@@ -39,6 +39,8 @@ enum Fault {
     Garbage,
     /// Greets and agrees a version, then reads requests and never answers.
     Hang,
+    /// Reads what it is sent and never says a word, not even a greeting.
+    Mute,
     /// Answers every request with `ERROR` and its own text.
     Error,
     /// The real shell, seeing only the first N bytes the gateway sends (a connection cut).
@@ -93,6 +95,8 @@ case $mode in
   hang)
     greet
     while read -r line; do :; done ;;
+  mute)
+    while read -r line; do :; done ;;
   error)
     greet
     while read -r cmd rest; do
@@ -127,6 +131,7 @@ esac
             Fault::Down => "down".into(),
             Fault::Garbage => "garbage".into(),
             Fault::Hang => "hang".into(),
+            Fault::Mute => "mute".into(),
             Fault::Error => "error".into(),
             Fault::CutAfter(n) => format!("cut:{n}"),
             Fault::FileSizeLimit(n) => format!("fsize:{n}"),
@@ -381,5 +386,225 @@ mod mid_put {
     #[test]
     fn node_connection_cut() {
         compare("node_cut_mid_put", node_cut_mid_put);
+    }
+}
+
+// ---- a node answering garbage, its own errors, or nothing ----
+
+/// A gateway with node1, node2 (local) and node3 (ssh, `faulty`), every node wanting
+/// everything, and a client holding `files` of which f1.txt is on all three nodes.
+fn with_faulty_node3<'e>(
+    env: &'e TestEnv,
+    shell: ShellImpl,
+    faulty: &FaultyShell,
+    files: &[(&str, Vec<u8>)],
+) -> (Repo<'e>, Vec<Repo<'e>>, Repo<'e>) {
+    let access = [NodeAccess::Local, NodeAccess::Local, faulty.access()];
+    let (gw, nodes) = gateway_with_nodes(env, SetupTool::GitAnnex, &access);
+    let client = client_with(env, &gw, shell, files, 3, None);
+    client.annex(&["copy", "--to", "gw-mycluster", "f1.txt"]);
+    assert_eq!(
+        client.whereis(&["f1.txt"]),
+        ["client", "mycluster", "node1", "node2", "node3"]
+    );
+    (gw, nodes, client)
+}
+
+/// The `ERROR` texts the client received.
+fn errors_received(r: &RunResult) -> Vec<String> {
+    client_p2p_trace(&r.stderr)
+        .iter()
+        .filter_map(|m| m.strip_prefix("< ERROR "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// node3 misbehaves (`fault`: garbage or its own ERROR replies) after f1 reached every
+/// node: an upload lands on node1 and node2, removals from the cluster and from node3
+/// fail without claiming node3 lost anything, and nothing is recorded for node3.
+fn node_misbehaves(shell: ShellImpl, fault: Fault) -> Outcome {
+    let env = TestEnv::new(Transport::Shim);
+    let mut out = Outcome::default();
+    let faulty = FaultyShell::new(&env, "node3", NODE_UUIDS[2], &tools().git_annex_shell);
+    let files = small_files(2);
+    let (_gw, nodes, client) = with_faulty_node3(&env, shell, &faulty, &files);
+    faulty.set(fault);
+
+    let r = client.try_annex(&[
+        "copy",
+        "--to",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "f2.txt",
+    ]);
+    out.exit("copy f2 --to gw-mycluster", &r);
+    out.note("SUCCESS-PLUS", success_plus(&env, &r));
+    out.note("whereis f2", client.whereis(&["f2.txt"]));
+    if shell == ShellImpl::AnnexgateShell {
+        assert!(r.stderr.contains("node3"), "no word about node3:\n{r}");
+    }
+
+    let r = client.try_annex(&["drop", "--from", "gw-mycluster", "f1.txt"]);
+    out.exit("drop f1 --from gw-mycluster", &r);
+    out.note(
+        "whereis f1 after drop --from cluster",
+        client.whereis(&["f1.txt"]),
+    );
+
+    let r = client.try_annex(&[
+        "drop",
+        "--from",
+        "gw-node3",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "f1.txt",
+    ]);
+    out.exit("drop f1 --from gw-node3", &r);
+    out.note(
+        "whereis f1 after drop --from node3",
+        client.whereis(&["f1.txt"]),
+    );
+    if shell == ShellImpl::AnnexgateShell {
+        // The node's own words reach the client: in the ERROR reply, which git-annex
+        // shows as the reason the drop failed.
+        let errors = errors_received(&r);
+        assert!(
+            errors.iter().any(|e| e.contains(NODE_COMPLAINT)),
+            "node3's text not passed through: {errors:?}\n{r}"
+        );
+        assert!(
+            r.stdout.contains(NODE_COMPLAINT)
+                || r.stderr
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&errors[0])),
+            "{r}"
+        );
+    }
+    out.note(
+        "node3 has f1",
+        nodes[2].find_object(&client.key_of("f1.txt")).is_some(),
+    );
+    out.note(
+        "node3 has f2",
+        nodes[2].find_object(&client.key_of("f2.txt")).is_some(),
+    );
+    client.annex(&["sync", "--no-content", "gw"]);
+    out.note("whereis f1 after sync", client.whereis(&["f1.txt"]));
+    out.note("whereis f2 after sync", client.whereis(&["f2.txt"]));
+    out
+}
+
+fn node_garbage(shell: ShellImpl) -> Outcome {
+    node_misbehaves(shell, Fault::Garbage)
+}
+
+fn node_error(shell: ShellImpl) -> Outcome {
+    // (This is the same outcome as for garbage; see the test for git-annex's.)
+    node_misbehaves(shell, Fault::Error)
+}
+
+mod misbehaving {
+    use super::*;
+
+    #[test]
+    fn node_answers_garbage() {
+        compare("node_garbage", node_garbage);
+    }
+    /// git-annex's gateway fails the whole upload when one node answers PUT with ERROR
+    /// (the client's copy fails, nothing is stored anywhere); annexgate stores on the
+    /// others, as when a node answers garbage, where git-annex's gateway does too.
+    #[test]
+    fn node_answers_errors() {
+        let ours = node_error(ShellImpl::AnnexgateShell);
+        eprintln!("node_error with annexgate-shell on the gateway:\n{ours}");
+        assert_same_outcome(
+            "node_error",
+            &reference("node_garbage", node_garbage),
+            &ours,
+        );
+    }
+}
+
+/// node3 stops answering after f1 reached every node, on a gateway with
+/// `annexgate.node-timeout` 2: an upload still lands on node1 and node2, a removal through
+/// the cluster or from node3 fails with node3's timeout as the reason, a node that never
+/// even greets is given up on just the same, all within a bounded time, and nothing is
+/// recorded for node3. (git-annex's gateway has no such limit: its client waits for as
+/// long as the node does.)
+#[test]
+fn node_that_hangs_is_given_up_after_the_node_timeout() {
+    let env = TestEnv::new(Transport::Shim);
+    let faulty = FaultyShell::new(&env, "node3", NODE_UUIDS[2], &tools().git_annex_shell);
+    let files = small_files(3);
+    let (gw, nodes, client) = with_faulty_node3(&env, ShellImpl::AnnexgateShell, &faulty, &files);
+    gw.set_config("annexgate.node-timeout", "2");
+    let limit = std::time::Duration::from_secs(30);
+    let timed = |args: &[&str]| {
+        let start = std::time::Instant::now();
+        let r = client.try_annex(args);
+        let took = start.elapsed();
+        assert!(took < limit, "{args:?} took {took:?}\n{r}");
+        r
+    };
+
+    faulty.set(Fault::Hang);
+    let r = timed(&[
+        "copy",
+        "--to",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "f2.txt",
+    ])
+    .ok();
+    assert_eq!(success_plus(&env, &r), [["node1", "node2"]]);
+    assert!(r.stderr.contains("node3: no answer within 2 s"), "{r}");
+    assert_eq!(
+        client.whereis(&["f2.txt"]),
+        ["client", "mycluster", "node1", "node2"]
+    );
+
+    let r = timed(&[
+        "drop",
+        "--from",
+        "gw-node3",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "f1.txt",
+    ])
+    .failed();
+    assert_eq!(errors_received(&r), ["node3: no answer within 2 s"], "{r}");
+    let r = timed(&["drop", "--from", "gw-mycluster", "f1.txt"]).failed();
+    assert!(r.stderr.contains("node3: no answer within 2 s"), "{r}");
+    assert_eq!(
+        client.whereis(&["f1.txt"]),
+        ["client", "mycluster", "node3"]
+    );
+
+    faulty.set(Fault::Mute);
+    let r = timed(&[
+        "copy",
+        "--to",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "f3.txt",
+    ])
+    .ok();
+    assert_eq!(success_plus(&env, &r), [["node1", "node2"]]);
+    assert!(r.stderr.contains("node3: no answer within 2 s"), "{r}");
+
+    client.annex(&["sync", "--no-content", "gw"]);
+    assert_eq!(
+        client.whereis(&["f1.txt"]),
+        ["client", "mycluster", "node3"]
+    );
+    for f in ["f2.txt", "f3.txt"] {
+        assert_eq!(
+            client.whereis(&[f]),
+            ["client", "mycluster", "node1", "node2"]
+        );
+        assert!(nodes[2].find_object(&client.key_of(f)).is_none());
     }
 }

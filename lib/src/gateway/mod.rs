@@ -13,13 +13,17 @@
 //! Nodes by kind of remote: the gateway itself and local git repositories are served
 //! directly from their object stores ([`AnnexRepo`]; a local node's changes are recorded
 //! in its own branch and in the gateway's), `directory` special remotes by [`Directory`];
-//! location changes go to the gateway's branch through one batched [`Recorder`].
+//! location changes go to the gateway's branch through one batched [`Recorder`]; ssh
+//! remotes by [`P2pNode`], each wait bounded by `annexgate.node-timeout`. A node that
+//! cannot be set up at all (its repository gone) is an [`Unavailable`] member of its
+//! cluster, failing each request.
 
 pub mod remotes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::branch::log::paths::location_log_path;
 use crate::branch::log::presence::LocationLog;
@@ -62,6 +66,12 @@ pub enum GatewayError {
     NotProxied { description: String },
     #[error("bad repository configuration: {0}")]
     Config(String),
+    #[error("bad git config {key}={value:?}: expected {expected}")]
+    BadSetting {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("{0}")]
     Record(#[from] RecordError),
 }
@@ -345,6 +355,10 @@ impl Gateway {
                 )
                 .map_err(|e| unreachable(&e))?;
                 let mut cfg = P2pNodeConfig::new(uuid, r.name.clone(), ep);
+                if let Some(t) = self.node_timeout().map_err(|e| unreachable(&e))? {
+                    cfg.timeout = t;
+                    cfg.connect_timeout = t;
+                }
                 let mut bypass: Vec<Uuid> = bypass.to_vec();
                 if !bypass.contains(&self.uuid) {
                     bypass.push(self.uuid.clone());
@@ -358,6 +372,22 @@ impl Gateway {
                 what: "this kind of remote",
             }),
         }
+    }
+
+    /// `annexgate.node-timeout` (seconds, decimals allowed): how long a node reached over
+    /// the P2P protocol may take to greet, to answer a request, or to take or hand over
+    /// the next piece of content before it is given up on. `None`: the defaults.
+    pub fn node_timeout(&self) -> Result<Option<Duration>, GatewayError> {
+        let Some(v) = self.config.get(NODE_TIMEOUT) else {
+            return Ok(None);
+        };
+        parse_seconds(&v)
+            .map(Some)
+            .ok_or_else(|| GatewayError::BadSetting {
+                key: NODE_TIMEOUT,
+                value: v.clone(),
+                expected: "a positive number of seconds",
+            })
     }
 
     /// The gateway repository's own object store.
@@ -461,6 +491,15 @@ impl Gateway {
     }
 }
 
+/// The git config setting for the time allowed to P2P nodes (see [`Gateway::node_timeout`]).
+pub const NODE_TIMEOUT: &str = "annexgate.node-timeout";
+
+/// A positive, finite number of seconds (`30`, `2.5`).
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs > 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+}
+
 /// Why a node could not be set up, without repeating its name.
 fn unavailable_reason(e: NodeError) -> String {
     match e {
@@ -504,6 +543,20 @@ impl LocationSink for TeeSink {
     fn record(&self, key: &Key, uuid: &Uuid, present: bool) {
         for s in &self.0 {
             s.record(key, uuid, present);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_timeout_values() {
+        assert_eq!(parse_seconds("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_seconds(" 2.5 "), Some(Duration::from_millis(2500)));
+        for bad in ["", "0", "-1", "ten", "inf", "NaN", "1e12"] {
+            assert_eq!(parse_seconds(bad), None, "{bad:?}");
         }
     }
 }
