@@ -608,3 +608,101 @@ fn node_that_hangs_is_given_up_after_the_node_timeout() {
         assert!(nodes[2].find_object(&client.key_of(f)).is_none());
     }
 }
+
+// ---- a client naming a UUID the gateway does not serve ----
+
+/// What the gateway's shell says to `p2pstdio` for each kind of UUID a client might name,
+/// run directly and through a git-annex client: the exit code, what it printed (its own
+/// name and the test's directory taken out) and what the client showed.
+fn bad_uuids(shell: ShellImpl) -> Outcome {
+    let env = TestEnv::new(Transport::Shim);
+    let mut out = Outcome::default();
+    let (gw, _nodes) = gateway_with_nodes(&env, SetupTool::GitAnnex, &[NodeAccess::Local]);
+    // A remote the gateway knows (with a description) but does not proxy.
+    let other = crate::cluster_scenarios::server_repo_with_uuid(
+        &env,
+        "other",
+        "07e40000-1111-4111-8111-0000000000e4",
+    );
+    gw.git(&["remote", "add", "other", "../other.git"]);
+    gw.git(&["fetch", "-q", "other"]);
+    gw.annex(&["sync", "--no-content", "other"]);
+    let files = small_files(1);
+    let client = client_with(&env, &gw, shell, &files, 1, None);
+    client.annex(&["describe", "here", "the client"]);
+    client.annex(&["sync", "--no-content", "gw"]);
+    let cluster = gw
+        .git(&["config", "annex.cluster.mycluster"])
+        .trim()
+        .to_string();
+    let root = env.root().to_string_lossy().into_owned();
+    let program = shell
+        .program()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let clean = |s: &str| -> String {
+        s.replace(&root, "<root>")
+            .replace(&cluster, "<cluster>")
+            .replace(&format!("{program}:"), "<shell>:")
+            .trim()
+            .to_string()
+    };
+    let cases: [(&str, &str); 6] = [
+        ("unknown", "0e0e0e0e-0000-4000-8000-000000000000"),
+        (
+            "unknown cluster-like",
+            "ac0e0e0e-0000-8000-8000-000000000000",
+        ),
+        ("known, not proxied (the client)", client.uuid()),
+        ("known remote, not proxied", other.uuid()),
+        ("not a UUID", "not-a-uuid"),
+        ("the cluster", &cluster),
+    ];
+    for (what, uuid) in cases {
+        let mut cmd = env.command(crate::harness::Side::Server, shell.program(), env.root());
+        cmd.args([
+            "p2pstdio",
+            &gw.path().to_string_lossy(),
+            client.uuid(),
+            "--uuid",
+            uuid,
+        ]);
+        let r = env.try_run(&mut cmd);
+        out.note(
+            &format!("p2pstdio --uuid <{what}>"),
+            (r.code, clean(&r.stdout), clean(&r.stderr)),
+        );
+    }
+    for (what, uuid) in [
+        ("unknown", cases[0].1),
+        ("known, not proxied", other.uuid()),
+    ] {
+        let name = format!("bogus{}", what.len());
+        client.git(&["remote", "add", &name, &gw.ssh_url()]);
+        client.set_config(&format!("remote.{name}.annex-uuid"), uuid);
+        client.set_config(
+            &format!("remote.{name}.annex-shell"),
+            &shell.program().to_string_lossy(),
+        );
+        let r = client.try_annex(&["copy", "--to", &name, "f1.txt"]);
+        let said: Vec<String> = r
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("sshcaching") && !l.contains("concurrency"))
+            .map(clean)
+            .filter(|l| !l.is_empty())
+            .collect();
+        out.note(
+            &format!("copy --to a remote with UUID <{what}>"),
+            (r.code, said),
+        );
+    }
+    out
+}
+
+#[test]
+fn client_naming_a_uuid_the_gateway_does_not_serve() {
+    compare("bad_uuids", bad_uuids);
+}
