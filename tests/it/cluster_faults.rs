@@ -706,3 +706,84 @@ fn bad_uuids(shell: ShellImpl) -> Outcome {
 fn client_naming_a_uuid_the_gateway_does_not_serve() {
     compare("bad_uuids", bad_uuids);
 }
+
+// ---- a full node ----
+
+/// Twelve 400-byte files to a balanced cluster whose node1 has room for two of them
+/// (`git annex maxsize`), in one `copy` (the gateway must count what it stores as it
+/// goes) and then one more file in a second session: where each file lands, as git-annex's
+/// gateway decides it.
+fn full_node(shell: ShellImpl, placement: &str) -> Outcome {
+    let env = TestEnv::new(Transport::Shim);
+    let mut out = Outcome::default();
+    let (gw, _nodes) = gateway_with_nodes(
+        &env,
+        SetupTool::GitAnnex,
+        &[NodeAccess::Local, NodeAccess::Local, NodeAccess::Local],
+    );
+    let files: Vec<(&'static str, Vec<u8>)> = (1..=13)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("g{i:02}.bin").into_boxed_str());
+            (name, pseudo_random(400, 100 + i))
+        })
+        .collect();
+    let client = client_with(&env, &gw, shell, &files, 3, Some(placement));
+    client.annex(&["maxsize", "gw-node1", "900"]);
+    client.annex(&["sync", "--no-content", "gw"]);
+    let (first, last) = files.split_at(12);
+    let names: Vec<&str> = first.iter().map(|(n, _)| *n).collect();
+    let mut args = vec!["copy", "--to", "gw-mycluster"];
+    args.extend(&names);
+    let r = client.try_annex(&args);
+    out.exit("copy twelve files --to gw-mycluster", &r);
+    let r = client.try_annex(&[
+        "copy",
+        "--to",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        last[0].0,
+    ]);
+    out.exit("copy one more", &r);
+    let plus = success_plus(&env, &r);
+    out.note("SUCCESS-PLUS of the one more", &plus);
+    assert_eq!(plus.len(), 1, "{r}");
+    assert!(!plus[0].contains(&"node1".to_string()), "{r}");
+    assert_eq!(
+        client.whereis(&[last[0].0])[2..],
+        plus[0][..],
+        "SUCCESS-PLUS names where it landed"
+    );
+    for (f, _) in &files {
+        out.note(&format!("whereis {f}"), client.whereis(&[f]));
+    }
+    client.annex(&["sync", "--no-content", "gw"]);
+    let on_node1 = files
+        .iter()
+        .filter(|(f, _)| client.whereis(&[f]).contains(&"node1".to_string()))
+        .count();
+    out.note("files on node1", on_node1);
+    assert_eq!(on_node1, 2, "node1 has room for two files");
+    out
+}
+
+fn full_node_balanced(shell: ShellImpl) -> Outcome {
+    full_node(shell, "balanced")
+}
+
+fn full_node_fullybalanced(shell: ShellImpl) -> Outcome {
+    full_node(shell, "fullybalanced")
+}
+
+mod full {
+    use super::*;
+
+    #[test]
+    fn balanced_counts_what_it_stores() {
+        compare("full_node_balanced", full_node_balanced);
+    }
+    #[test]
+    fn fullybalanced_counts_what_it_stores() {
+        compare("full_node_fullybalanced", full_node_fullybalanced);
+    }
+}

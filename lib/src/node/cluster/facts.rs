@@ -4,7 +4,7 @@
 //! too. [`MemLocations`] is an in-memory location log for tests and simulations.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::lock;
 use crate::node::LocationSink;
@@ -40,6 +40,12 @@ pub trait Wanting: Send + Sync {
         present: &[Uuid],
         candidates: &[Uuid],
     ) -> Vec<Uuid>;
+
+    /// The cluster just changed where `key` is: `uuid` gained it (`present`) or lost it.
+    /// Called only for real changes (not for what the location log already said), so
+    /// preferred content that depends on how full repositories are (`balanced` with
+    /// `maxsize`) can count what the cluster stores or removes as it goes.
+    fn changed(&self, _key: &Key, _uuid: &Uuid, _present: bool) {}
 }
 
 impl<F> Wanting for F
@@ -70,9 +76,11 @@ impl Wanting for EveryoneWants {
 /// Preferred content decided by a [`placement::Engine`](crate::placement::Engine), as
 /// its `plan_store` does: a candidate wants the key when its expression matches (or it
 /// has none). `facts` gives the key's other facts (metadata, URLs, `.gitattributes`);
-/// its locations are replaced by what the cluster believes.
+/// its locations are replaced by what the cluster believes. Repository sizes start as
+/// the engine's facts say and follow the changes the cluster reports, as git-annex's
+/// gateway keeps its repository sizes up to date while it stores.
 pub struct EnginePlacement<F> {
-    engine: Arc<Engine>,
+    engine: RwLock<Engine>,
     facts: F,
 }
 
@@ -81,7 +89,16 @@ where
     F: Fn(&Key) -> KeyInfo + Send + Sync,
 {
     pub fn new(engine: Arc<Engine>, facts: F) -> Self {
-        EnginePlacement { engine, facts }
+        let engine = Arc::try_unwrap(engine).unwrap_or_else(|shared| (*shared).clone());
+        EnginePlacement {
+            engine: RwLock::new(engine),
+            facts,
+        }
+    }
+
+    /// The size the engine now counts for repository `uuid` (None: unknown).
+    pub fn repo_size(&self, uuid: &Uuid) -> Option<u64> {
+        read(&self.engine).facts().repo_sizes.get(uuid).copied()
     }
 }
 
@@ -91,11 +108,13 @@ impl EnginePlacement<fn(&Key) -> KeyInfo> {
         fn bare(key: &Key) -> KeyInfo {
             KeyInfo::new(key.clone(), Vec::new())
         }
-        EnginePlacement {
-            engine,
-            facts: bare,
-        }
+        EnginePlacement::new(engine, bare as fn(&Key) -> KeyInfo)
     }
+}
+
+fn read(e: &RwLock<Engine>) -> RwLockReadGuard<'_, Engine> {
+    // A panic while the size was being updated leaves a usable engine.
+    e.read().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<F> Wanting for EnginePlacement<F>
@@ -111,12 +130,24 @@ where
     ) -> Vec<Uuid> {
         let mut info = (self.facts)(key);
         info.locations = present.to_vec();
-        let plan = self.engine.plan_store(&info, af.path(), candidates, true);
+        let plan = read(&self.engine).plan_store(&info, af.path(), candidates, true);
         match plan.fallback {
             crate::placement::StoreFallback::None => plan.targets,
             // Nobody wants it (the cluster falls back on its own).
             _ => Vec::new(),
         }
+    }
+
+    fn changed(&self, key: &Key, uuid: &Uuid, present: bool) {
+        let Some(size) = key.size() else { return };
+        let mut engine = self.engine.write().unwrap_or_else(|p| p.into_inner());
+        let now = engine.facts().repo_sizes.get(uuid).copied().unwrap_or(0);
+        let new = if present {
+            now.saturating_add(size)
+        } else {
+            now.saturating_sub(size)
+        };
+        engine.set_repo_size(uuid, new);
     }
 }
 

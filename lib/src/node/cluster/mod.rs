@@ -478,10 +478,14 @@ impl Inner {
         self.remember(key, uuid, fact);
     }
 
-    /// Record a location change (and bridge it until the view shows it).
+    /// Record a location change (and bridge it until the view shows it); preferred
+    /// content hears of it when it changes what was believed.
     fn record(&self, key: &Key, uuid: &Uuid, has: bool) {
         if uuid == &self.uuid {
             return;
+        }
+        if self.present(key).contains(uuid) != has {
+            self.wanting.changed(key, uuid, has);
         }
         let until = (self.options.clock)().saturating_add(RECORDED_SECS);
         let fact = Fact {

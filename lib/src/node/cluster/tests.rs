@@ -738,6 +738,58 @@ async fn uploads_go_where_preferred_content_says() {
     );
 }
 
+/// Balanced placement with a maxsize counts what the cluster stores as it goes (git-annex's
+/// gateway keeps its repository sizes up to date): node1 has room for one 600-byte key
+/// and gets exactly one, however many the hash would send it; a removal frees the room.
+#[tokio::test]
+async fn balanced_placement_counts_what_the_cluster_stores() {
+    let facts = Facts::default()
+        .with_group(&u("node1"), "g")
+        .with_group(&u("node2"), "g")
+        .with_group_preferred("g", "balanced=g")
+        .with_preferred(&u("node1"), "groupwanted")
+        .with_preferred(&u("node2"), "groupwanted")
+        .with_maxsize(&u("node1"), 1000)
+        .with_repo_size(&u("node1"), 0)
+        .with_repo_size(&u("node2"), 0);
+    let placement = Arc::new(EnginePlacement::locations_only(Arc::new(Engine::new(
+        facts,
+    ))));
+    let f = Fixture::with(&["node1", "node2"], |_| 100.0, placement.clone(), options());
+    let c = f.arc();
+    let mut on_node1 = Vec::new();
+    for i in 0..10u8 {
+        let data: Vec<u8> = pattern(600).into_iter().map(|b| b ^ i).collect();
+        let key = key_of(&data, ".bin");
+        let PutOutcome::Stored(0, s) = upload(c.as_ref(), &key, &data, 256).await.unwrap() else {
+            panic!("expected a store")
+        };
+        assert_eq!(s.plus.len(), 1, "balanced over two: one copy");
+        if names(&s.plus) == ["node1"] {
+            on_node1.push(key);
+        }
+    }
+    assert_eq!(
+        on_node1.len(),
+        1,
+        "node1 holds one 600-byte key of 1000 bytes"
+    );
+    assert_eq!(placement.repo_size(&u("node1")), Some(600));
+    assert_eq!(placement.repo_size(&u("node2")), Some(9 * 600));
+    // A copy node2 held unbeknown to the log counts once the cluster learns of it.
+    let data: Vec<u8> = pattern(600).into_iter().map(|b| b ^ 10).collect();
+    let key = key_of(&data, ".bin");
+    f.node("node2").insert(key.clone(), data.clone());
+    let r = upload(c.as_ref(), &key, &data, 256).await.unwrap();
+    assert_eq!(r, PutOutcome::AlreadyHave(vec![u("node2")]));
+    assert_eq!(placement.repo_size(&u("node2")), Some(10 * 600));
+    // A removal frees the room where the key was, and only there (the removal goes to
+    // every node; node2 never had this key).
+    assert!(c.remove(&on_node1[0], None).await.unwrap().removed);
+    assert_eq!(placement.repo_size(&u("node1")), Some(0));
+    assert_eq!(placement.repo_size(&u("node2")), Some(10 * 600));
+}
+
 // ---- full and failing nodes ----
 
 #[tokio::test]
