@@ -34,6 +34,8 @@ pub enum GatewayError {
     NotAnnex,
     #[error("expected repository UUID {expected} but found UUID {found}")]
     UnexpectedUuid { expected: String, found: Uuid },
+    #[error("expected repository UUID {expected} but found uninitialized repository")]
+    Uninitialised { expected: String },
     #[error("not configured to proxy for repository {description}")]
     NotProxied { description: String },
     #[error("bad repository configuration: {0}")]
