@@ -52,7 +52,7 @@ pub enum ShellError {
     Gcrypt(&'static str),
     #[error("change notification is not available from annexgate-shell")]
     NotifyChanges,
-    #[error("bad key {0}")]
+    #[error("bad key: {0}")]
     BadKey(String),
     #[error("dropkey can cause data loss; use --force if you're sure you want to do this")]
     DropKeyNeedsForce,
@@ -180,15 +180,26 @@ fn check_directory(env: &ShellEnv, dir: Option<&str>) -> Result<(), ShellError> 
         return Ok(());
     }
     let home = env.home.as_deref();
-    let a = canonical_dir(allowed, home);
-    let d = canonical_dir(dir, home);
-    if a == d {
+    if canonical_dir(allowed, home) == canonical_dir(dir, home) {
         Ok(())
     } else {
+        // Named as git-annex-shell names them: made absolute, and under the home
+        // directory written `~/...`.
         Err(ShellError::DirectoryNotAllowed {
-            allowed: a.display().to_string(),
-            requested: d.display().to_string(),
+            allowed: home_relative(&normalise(&repo_path(allowed, home)), home),
+            requested: home_relative(&normalise(&repo_path(dir, home)), home),
         })
+    }
+}
+
+/// `p` for messages: `~/rest` when it is inside `home`, else as it is.
+fn home_relative(p: &Path, home: Option<&Path>) -> String {
+    let home = home.map(normalise);
+    match home.as_deref().and_then(|h| p.strip_prefix(h).ok()) {
+        Some(rest) if home.as_deref() != Some(Path::new("/")) => {
+            format!("~/{}", rest.display())
+        }
+        _ => p.display().to_string(),
     }
 }
 
@@ -600,6 +611,29 @@ mod tests {
         ));
         let open = ShellEnv::default();
         assert!(check_directory(&open, Some("/anything")).is_ok());
+    }
+
+    /// The refusal named paths under HOME absolutely; git-annex-shell writes them `~/...`
+    /// (and administrators compare the two shells' logs).
+    #[test]
+    fn directory_refusal_names_home_paths_like_git_annex() {
+        let env = ShellEnv {
+            directory: Some("/srv/annex".into()),
+            home: Some("/home/u".into()),
+            ..Default::default()
+        };
+        // Paths under the home directory are named `~/...`, as git-annex-shell does.
+        let e = check_directory(&env, Some("/~/r.git")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Only allowed to access /srv/annex not ~/r.git"
+        );
+        let home = ShellEnv {
+            directory: Some("/home/u".into()),
+            ..env.clone()
+        };
+        let e = check_directory(&home, Some("r.git")).unwrap_err();
+        assert_eq!(e.to_string(), "Only allowed to access ~/ not ~/r.git");
     }
 
     /// git-annex-shell checks `--uuid` first: an uninitialised repository is not the one
