@@ -1,11 +1,13 @@
 //! The integration tests: real git-annex, real ssh, our programs as git-annex runs them.
 //!
 //! `harness` is shared by every test module; `harness_checks` tests the harness itself;
+//! `bad_input` feeds both shells crafted input and restricted command lines;
 //! `shell_scenarios` runs the same client scenarios against git-annex-shell and annexgate-shell.
 
 // The harness is a toolbox for all integration tests; not every tool is used by every suite.
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod bad_input;
 mod harness_checks;
 mod shell_scenarios;
