@@ -10,6 +10,7 @@
 //! `not configured to proxy for repository <desc>`; anything else
 //! `expected repository UUID X but found UUID Y`.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::branch::log::uuidlogs::UuidLog;
@@ -17,7 +18,7 @@ use crate::branch::recorder::{RecordError, Recorder};
 use crate::branch::repo::{GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::{LocationSink, Node, NodeError};
-use crate::types::Uuid;
+use crate::types::{Key, Uuid};
 
 /// What a client's `--uuid` (or HTTP path UUID) selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +50,49 @@ pub struct Gateway {
     repo: Mutex<GitRepo>,
     config: GitConfig,
     uuid: Uuid,
-    recorder: OnceLock<Result<Arc<Recorder>, String>>,
+    recorder: Arc<LazyRecorder>,
     local: OnceLock<Arc<AnnexRepo>>,
+}
+
+/// The gateway's [`Recorder`], made when the first location change arrives: a session
+/// that only reads never opens the git-annex branch or starts the recorder's thread.
+struct LazyRecorder {
+    git_dir: PathBuf,
+    cell: OnceLock<Result<Arc<Recorder>, String>>,
+}
+
+impl LazyRecorder {
+    fn get(&self) -> Result<Arc<Recorder>, GatewayError> {
+        match self.cell.get_or_init(|| {
+            Recorder::new(&self.git_dir)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(r) => Ok(Arc::clone(r)),
+            Err(e) => Err(GatewayError::Config(e.clone())),
+        }
+    }
+
+    fn flush(&self) -> Result<(), GatewayError> {
+        match self.cell.get() {
+            None => Ok(()),
+            Some(Ok(r)) => r.flush().map(|_| ()).map_err(GatewayError::from),
+            // Changes were dropped: say so once more at the end.
+            Some(Err(e)) => Err(GatewayError::Config(e.clone())),
+        }
+    }
+}
+
+impl LocationSink for LazyRecorder {
+    fn record(&self, key: &Key, uuid: &Uuid, present: bool) {
+        match self.get() {
+            Ok(r) => r.record_location(key, uuid, present),
+            Err(e) => tracing::error!(
+                "cannot record that {uuid} {} {key}: {e}",
+                if present { "has" } else { "lacks" }
+            ),
+        }
+    }
 }
 
 impl Gateway {
@@ -58,11 +100,15 @@ impl Gateway {
     pub fn open(repo: GitRepo) -> Result<Gateway, GatewayError> {
         let config = repo.config()?;
         let uuid = config.annex_uuid().ok_or(GatewayError::NotAnnex)?;
+        let recorder = Arc::new(LazyRecorder {
+            git_dir: repo.git_dir().to_path_buf(),
+            cell: OnceLock::new(),
+        });
         Ok(Gateway {
             repo: Mutex::new(repo),
             config,
             uuid,
-            recorder: OnceLock::new(),
+            recorder,
             local: OnceLock::new(),
         })
     }
@@ -123,29 +169,19 @@ impl Gateway {
     }
 
     /// Where location changes made through this gateway are recorded: its git-annex
-    /// branch, in batches.
+    /// branch, in batches (the recorder starts with the first change).
     pub fn location_sink(&self) -> Result<Arc<dyn LocationSink>, GatewayError> {
-        Ok(self.recorder()? as Arc<dyn LocationSink>)
+        Ok(Arc::clone(&self.recorder) as Arc<dyn LocationSink>)
     }
 
-    fn recorder(&self) -> Result<Arc<Recorder>, GatewayError> {
-        let path = self.lock_repo().git_dir().to_path_buf();
-        match self.recorder.get_or_init(|| {
-            Recorder::new(&path)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        }) {
-            Ok(r) => Ok(Arc::clone(r)),
-            Err(e) => Err(GatewayError::Config(e.clone())),
-        }
+    /// The recorder of the gateway's git-annex branch, started now if it was not yet.
+    pub fn recorder(&self) -> Result<Arc<Recorder>, GatewayError> {
+        self.recorder.get()
     }
 
     /// Commit every pending location change now.
     pub fn flush(&self) -> Result<(), GatewayError> {
-        if let Some(Ok(r)) = self.recorder.get() {
-            r.flush()?;
-        }
-        Ok(())
+        self.recorder.flush()
     }
 
     /// The description uuid.log gives a repository, if any.
@@ -159,5 +195,38 @@ impl Gateway {
 
     fn lock_repo(&self) -> std::sync::MutexGuard<'_, GitRepo> {
         self.repo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that only reads must not open the git-annex branch or start the
+    /// recorder's thread (it used to, for every session, when the node was made).
+    #[tokio::test]
+    async fn reading_does_not_start_the_recorder() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(dir.path()).unwrap();
+        let mut cfg = repo.config().unwrap();
+        cfg.set_str("annex.uuid", "5b0d7f4a-0000-4000-8000-000000000001")
+            .unwrap();
+        cfg.set_str("annex.version", "10").unwrap();
+        // No git-annex branch at all: making a Recorder would fail.
+        let gw = Gateway::open(GitRepo::open(dir.path()).unwrap()).unwrap();
+        let node = gw.node_for(&Target::Local, &[]).unwrap();
+        let key = Key::from_str("SHA256E-s5--abc.txt").unwrap();
+        assert!(!node.check_present(&key).await.unwrap());
+        assert!(node
+            .get(&key, 0, &crate::types::AssociatedFile::none())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(gw.recorder.cell.get().is_none(), "recorder started");
+        gw.flush().unwrap();
+        // The first change tries to start it; here that fails, and flush says so.
+        gw.location_sink().unwrap().record(&key, gw.uuid(), true);
+        assert!(gw.recorder.cell.get().is_some());
+        assert!(gw.flush().is_err());
     }
 }
