@@ -2,7 +2,8 @@
 //!
 //! `harness` is shared by every test module; `harness_checks` tests the harness itself;
 //! `bad_input` feeds both shells crafted input and restricted command lines;
-//! `shell_scenarios` runs the same client scenarios against git-annex-shell and annexgate-shell.
+//! `shell_scenarios` runs the same client scenarios against git-annex-shell and annexgate-shell;
+//! `server_login` has annexgate-shell as the ssh forced command or login shell for plain clients.
 
 // The harness is a toolbox for all integration tests; not every tool is used by every suite.
 #[allow(dead_code, unused_imports)]
@@ -10,4 +11,5 @@ mod harness;
 
 mod bad_input;
 mod harness_checks;
+mod server_login;
 mod shell_scenarios;
