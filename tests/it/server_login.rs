@@ -170,6 +170,27 @@ fn login_shell_over_shim() {
     plain_clients_work(&env);
 }
 
+/// Both ways at once: a client whose `remote.NAME.annex-shell` is annexgate-shell (by
+/// path) talking to an account whose login shell is annexgate-shell. The command string
+/// then names annexgate-shell, which used to be handed to git-shell and refused.
+#[test]
+fn login_shell_with_client_configured_annex_shell() {
+    let login = ServerLogin::LoginShell(ShellImpl::AnnexgateShell.program().to_path_buf());
+    let env = TestEnv::with_login(Transport::Shim, login);
+    let srv = env.server_repo("srv", RepoKind::Bare);
+    let client = env.client_repo("client");
+    client.add_files(&[("a.txt", b"both ways\n")]);
+    client.add_ssh_remote("srv", &srv, ShellImpl::AnnexgateShell);
+    client.annex(&["copy", "--to", "srv", "a.txt"]);
+    assert_eq!(client.whereis(&["a.txt"]), ["client", "srv"]);
+    let cmds = env.remote_commands();
+    assert!(
+        cmds.iter()
+            .any(|c| c.contains("/annexgate-shell 'p2pstdio'")),
+        "{cmds:?}"
+    );
+}
+
 /// The restrictions set where administrators set them: in the key's authorized_keys line.
 #[test]
 fn forced_command_with_readonly_environment() {
