@@ -1,7 +1,10 @@
 //! The integration tests: real git-annex, real ssh, our programs as git-annex runs them.
 //!
 //! `harness` is shared by every test module; `harness_checks` tests the harness itself;
+//! `bad_input` feeds both shells crafted input and restricted command lines;
 //! `shell_scenarios` runs the same client scenarios against git-annex-shell and annexgate-shell;
+//! `server_login` has annexgate-shell as the ssh forced command or login shell for plain clients;
+//! `cluster_scenarios` runs git-annex's cluster tutorial through both shells and both set-ups;
 //! `p2p_node` runs the gateway's node connections (`P2pNode`) over ssh against both;
 //! `http` tests annexgate-http against `git annex p2phttp` and with git-annex clients.
 
@@ -9,8 +12,10 @@
 #[allow(dead_code, unused_imports)]
 mod harness;
 
+mod bad_input;
 mod cluster_scenarios;
 mod harness_checks;
 mod http;
 mod p2p_node;
+mod server_login;
 mod shell_scenarios;

@@ -32,7 +32,7 @@ use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EnginePlacement, Wanting};
 use crate::node::directory::{Directory, DirectoryConfig};
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
-use crate::node::{LocationSink, Node, NodeError};
+use crate::node::{ChunkLog, LocationSink, Node, NodeError};
 use crate::placement::Engine;
 use crate::types::{Key, Uuid};
 
@@ -57,6 +57,8 @@ pub enum GatewayError {
     NotAnnex,
     #[error("expected repository UUID {expected} but found UUID {found}")]
     UnexpectedUuid { expected: String, found: Uuid },
+    #[error("expected repository UUID {expected} but found uninitialized repository")]
+    Uninitialised { expected: String },
     #[error("not configured to proxy for repository {description}")]
     NotProxied { description: String },
     #[error("bad repository configuration: {0}")]
@@ -72,11 +74,77 @@ pub struct Gateway {
     config: GitConfig,
     uuid: Uuid,
     view: OnceLock<Result<GatewayView, String>>,
-    recorder: OnceLock<Result<Arc<Recorder>, String>>,
+    recorder: Arc<LazyRecorder>,
     local: OnceLock<Arc<AnnexRepo>>,
     wanting: OnceLock<Arc<dyn Wanting>>,
     /// Recorders of local node repositories (their own branches), by git dir.
-    node_recorders: Mutex<BTreeMap<PathBuf, Arc<Recorder>>>,
+    node_recorders: Mutex<BTreeMap<PathBuf, Arc<LazyRecorder>>>,
+}
+
+/// A repository's [`Recorder`], made when the first location change arrives: a session
+/// that only reads never opens the git-annex branch or starts the recorder's thread.
+struct LazyRecorder {
+    git_dir: PathBuf,
+    cell: OnceLock<Result<Arc<Recorder>, String>>,
+}
+
+impl LazyRecorder {
+    fn new(git_dir: &Path) -> LazyRecorder {
+        LazyRecorder {
+            git_dir: git_dir.to_path_buf(),
+            cell: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<Arc<Recorder>, GatewayError> {
+        match self.cell.get_or_init(|| {
+            Recorder::new(&self.git_dir)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(r) => Ok(Arc::clone(r)),
+            Err(e) => Err(GatewayError::Config(e.clone())),
+        }
+    }
+
+    fn flush(&self) -> Result<(), GatewayError> {
+        match self.cell.get() {
+            None => Ok(()),
+            Some(Ok(r)) => r.flush().map(|_| ()).map_err(GatewayError::from),
+            // Changes were dropped: say so once more at the end.
+            Some(Err(e)) => Err(GatewayError::Config(e.clone())),
+        }
+    }
+}
+
+impl LocationSink for LazyRecorder {
+    fn record(&self, key: &Key, uuid: &Uuid, present: bool) {
+        match self.get() {
+            Ok(r) => r.record_location(key, uuid, present),
+            Err(e) => tracing::error!(
+                "cannot record that {uuid} {} {key}: {e}",
+                if present { "has" } else { "lacks" }
+            ),
+        }
+    }
+}
+
+impl ChunkLog for LazyRecorder {
+    fn chunks(&self, remote: &Uuid, key: &Key) -> Vec<(u64, u64)> {
+        match self.get() {
+            Ok(r) => r.chunk_counts(remote, key),
+            Err(e) => {
+                tracing::error!("cannot read the chunk log of {key}: {e}");
+                Vec::new()
+            }
+        }
+    }
+    fn record_chunks(&self, remote: &Uuid, key: &Key, chunk_size: u64, count: u64) {
+        match self.get() {
+            Ok(r) => r.record_chunk_count(key, remote, chunk_size, count),
+            Err(e) => tracing::error!("cannot record chunks of {key}: {e}"),
+        }
+    }
 }
 
 impl Gateway {
@@ -84,13 +152,14 @@ impl Gateway {
     pub fn open(repo: GitRepo) -> Result<Gateway, GatewayError> {
         let config = repo.config()?;
         let uuid = config.annex_uuid().ok_or(GatewayError::NotAnnex)?;
+        let recorder = Arc::new(LazyRecorder::new(repo.git_dir()));
         Ok(Gateway {
             git_dir: repo.git_dir().to_path_buf(),
             repo: Mutex::new(repo),
             config,
             uuid,
             view: OnceLock::new(),
-            recorder: OnceLock::new(),
+            recorder,
             local: OnceLock::new(),
             wanting: OnceLock::new(),
             node_recorders: Mutex::new(BTreeMap::new()),
@@ -231,7 +300,7 @@ impl Gateway {
             jobs,
             ..ClusterOptions::default()
         };
-        let records = self.recorder().map_err(|e| unreachable(&e))?;
+        let records = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
         let cluster = Cluster::new(
             uuid.clone(),
             name,
@@ -292,13 +361,10 @@ impl Gateway {
                 let node_git_dir = repo.git_dir().to_path_buf();
                 let acfg = AnnexRepoConfig::from_git_config(&node_git_dir, |k| cfg.get(k))
                     .map_err(|e| unreachable(&e))?;
-                let own = self
-                    .node_recorder(&node_git_dir)
-                    .map_err(|e| unreachable(&e))?;
-                let gw = self.recorder().map_err(|e| unreachable(&e))?;
+                let own = self.node_recorder(&node_git_dir);
                 let sink = Arc::new(TeeSink(vec![
                     own as Arc<dyn LocationSink>,
-                    gw as Arc<dyn LocationSink>,
+                    Arc::clone(&self.recorder) as Arc<dyn LocationSink>,
                 ]));
                 let mut acfg = acfg;
                 acfg.name = r.name.clone();
@@ -309,11 +375,10 @@ impl Gateway {
                 let mut dcfg = DirectoryConfig::from_remote_config(uuid, config, dir)
                     .map_err(|e| unreachable(&e))?;
                 dcfg.name = r.name.clone();
-                let rec = self.recorder().map_err(|e| unreachable(&e))?;
                 Ok(Arc::new(Directory::new(
                     dcfg,
-                    Arc::clone(&rec) as Arc<dyn LocationSink>,
-                    rec,
+                    Arc::clone(&self.recorder) as Arc<dyn LocationSink>,
+                    Arc::clone(&self.recorder) as Arc<dyn ChunkLog>,
                 )))
             }
             RemoteKind::Special { kind, .. } => Err(NodeError::Unsupported {
@@ -345,7 +410,7 @@ impl Gateway {
                     bypass.push(self.uuid.clone());
                 }
                 cfg.bypass = bypass;
-                cfg.locations = self.recorder().map_err(|e| unreachable(&e))?;
+                cfg.locations = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
                 Ok(Arc::new(P2pNode::new(cfg)))
             }
             RemoteKind::Http(_) | RemoteKind::Other(_) => Err(NodeError::Unsupported {
@@ -370,44 +435,30 @@ impl Gateway {
     /// Where location changes made through this gateway are recorded: its git-annex
     /// branch, in batches.
     pub fn location_sink(&self) -> Result<Arc<dyn LocationSink>, GatewayError> {
-        Ok(self.recorder()? as Arc<dyn LocationSink>)
+        Ok(Arc::clone(&self.recorder) as Arc<dyn LocationSink>)
     }
 
-    /// The gateway's recorder (opened on first use: sessions that change nothing never
-    /// start its thread).
+    /// The recorder of the gateway's git-annex branch, started now if it was not yet.
     pub fn recorder(&self) -> Result<Arc<Recorder>, GatewayError> {
-        match self.recorder.get_or_init(|| {
-            Recorder::new(&self.git_dir)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        }) {
-            Ok(r) => Ok(Arc::clone(r)),
-            Err(e) => Err(GatewayError::Config(e.clone())),
-        }
+        self.recorder.get()
     }
 
-    fn node_recorder(&self, git_dir: &Path) -> Result<Arc<Recorder>, GatewayError> {
+    /// The (lazy) recorder of a local node repository's own branch.
+    fn node_recorder(&self, git_dir: &Path) -> Arc<LazyRecorder> {
         let mut m = self
             .node_recorders
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = m.get(git_dir) {
-            return Ok(Arc::clone(r));
-        }
-        let r = Arc::new(Recorder::new(git_dir)?);
-        m.insert(git_dir.to_path_buf(), Arc::clone(&r));
-        Ok(r)
+        Arc::clone(
+            m.entry(git_dir.to_path_buf())
+                .or_insert_with(|| Arc::new(LazyRecorder::new(git_dir))),
+        )
     }
 
     /// Commit every pending location change now (the gateway's and its local nodes').
     pub fn flush(&self) -> Result<(), GatewayError> {
-        let mut first_err = None;
-        if let Some(Ok(r)) = self.recorder.get() {
-            if let Err(e) = r.flush() {
-                first_err.get_or_insert(e);
-            }
-        }
-        let nodes: Vec<Arc<Recorder>> = self
+        let mut first_err: Option<GatewayError> = self.recorder.flush().err();
+        let nodes: Vec<Arc<LazyRecorder>> = self
             .node_recorders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -420,7 +471,7 @@ impl Gateway {
             }
         }
         match first_err {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -492,5 +543,38 @@ impl LocationSink for TeeSink {
         for s in &self.0 {
             s.record(key, uuid, present);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session that only reads must not open the git-annex branch or start the
+    /// recorder's thread (it used to, for every session, when the node was made).
+    #[tokio::test]
+    async fn reading_does_not_start_the_recorder() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(dir.path()).unwrap();
+        let mut cfg = repo.config().unwrap();
+        cfg.set_str("annex.uuid", "5b0d7f4a-0000-4000-8000-000000000001")
+            .unwrap();
+        cfg.set_str("annex.version", "10").unwrap();
+        // No git-annex branch at all: making a Recorder would fail.
+        let gw = Arc::new(Gateway::open(GitRepo::open(dir.path()).unwrap()).unwrap());
+        let node = gw.node_for(&Target::Local, &[]).unwrap();
+        let key = Key::from_str("SHA256E-s5--abc.txt").unwrap();
+        assert!(!node.check_present(&key).await.unwrap());
+        assert!(node
+            .get(&key, 0, &crate::types::AssociatedFile::none())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(gw.recorder.cell.get().is_none(), "recorder started");
+        gw.flush().unwrap();
+        // The first change tries to start it; here that fails, and flush says so.
+        gw.location_sink().unwrap().record(&key, gw.uuid(), true);
+        assert!(gw.recorder.cell.get().is_some());
+        assert!(gw.flush().is_err());
     }
 }
