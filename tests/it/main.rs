@@ -10,5 +10,6 @@
 mod harness;
 
 mod harness_checks;
+mod placement_cli;
 mod placement_oracle;
 mod shell_scenarios;
