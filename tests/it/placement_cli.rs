@@ -142,7 +142,7 @@ fn placement_inputs_outputs_and_errors() {
         None,
     );
     assert_eq!(r.code, Some(0), "{r}");
-    let mut sorted = vec![here.clone(), d1.clone()];
+    let mut sorted = [here.clone(), d1.clone()];
     sorted.sort();
     assert_eq!(
         r.stdout,
