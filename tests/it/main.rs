@@ -6,7 +6,10 @@
 //! `server_login` has annexgate-shell as the ssh forced command or login shell for plain clients;
 //! `cluster_scenarios` runs git-annex's cluster tutorial through both shells and both set-ups;
 //! `p2p_node` runs the gateway's node connections (`P2pNode`) over ssh against both;
-//! `http` tests annexgate-http against `git annex p2phttp` and with git-annex clients.
+//! `http` tests annexgate-http against `git annex p2phttp` and with git-annex clients;
+//! `placement_cli` runs the `annexgate` placement commands; `placement_oracle` compares
+//! `annexgate placement` and `annexgate sizes` with git-annex's own decisions and sizes on a
+//! generated network.
 
 // The harness is a toolbox for all integration tests; not every tool is used by every suite.
 #[allow(dead_code, unused_imports)]
@@ -17,5 +20,7 @@ mod cluster_scenarios;
 mod harness_checks;
 mod http;
 mod p2p_node;
+mod placement_cli;
+mod placement_oracle;
 mod server_login;
 mod shell_scenarios;
