@@ -12,5 +12,6 @@ mod harness;
 mod cluster_scenarios;
 mod harness_checks;
 mod http;
+mod http_node;
 mod p2p_node;
 mod shell_scenarios;

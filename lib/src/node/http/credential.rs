@@ -9,6 +9,7 @@
 //! (`GIT_TERMINAL_PROMPT=0`): a gateway has nobody at a terminal, so without a helper that
 //! knows the URL, `fill` fails and the request fails with the server's refusal.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -91,11 +92,16 @@ pub struct CredentialHelper {
     pub git_dir: Option<PathBuf>,
     /// The `git` program (default `git` from PATH).
     pub git: Option<PathBuf>,
+    /// Environment variables set for git (e.g. another `HOME`).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl CredentialHelper {
     pub fn new(git_dir: Option<PathBuf>) -> CredentialHelper {
-        CredentialHelper { git_dir, git: None }
+        CredentialHelper {
+            git_dir,
+            ..CredentialHelper::default()
+        }
     }
 
     /// Ask for a credential for `url`; `challenges` are the server's `WWW-Authenticate`
@@ -144,6 +150,7 @@ impl CredentialHelper {
             cmd.arg("--git-dir").arg(d);
         }
         cmd.args(["credential", action])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

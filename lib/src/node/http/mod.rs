@@ -164,6 +164,8 @@ pub(crate) struct Shared {
     version: AtomicU8,
     /// Whether a server answer fixed `version`.
     known: AtomicBool,
+    /// The server lacks `gettimestamp`/`remove-before` (it is older than v3).
+    no_clock: AtomicBool,
     requests: AtomicU64,
 }
 
@@ -255,7 +257,9 @@ impl Shared {
     }
 
     fn clock(&self) -> Clock {
-        if self.known.load(Ordering::SeqCst) && self.version() < 3 {
+        if self.no_clock.load(Ordering::SeqCst)
+            || (self.known.load(Ordering::SeqCst) && self.version() < 3)
+        {
             Clock::Local
         } else {
             Clock::Remote
@@ -628,6 +632,7 @@ impl HttpNode {
             shared: Arc::new(Shared {
                 version: AtomicU8::new(cached.map_or(max, |c| c.min(max))),
                 known: AtomicBool::new(cached.is_some()),
+                no_clock: AtomicBool::new(false),
                 cfg,
                 pool,
                 base,
@@ -682,8 +687,7 @@ impl HttpNode {
                     "{}: no remove-before ({line}); using the local clock",
                     s.name()
                 );
-                let v = s.version().min(2);
-                s.learned(v);
+                s.no_clock.store(true, Ordering::SeqCst);
                 return self.remove(key, deadline).await;
             }
             Ok(Answer::NoVersion(line)) => {
@@ -727,7 +731,8 @@ impl Node for HttpNode {
             // A cluster never locks (its nodes are locked one by one instead).
             lock: !self.shared.cfg.uuid.is_cluster(),
             remove_before: self.shared.clock() == Clock::Remote,
-            resume: true,
+            // v0 has no putoffset to tell a resume point.
+            resume: self.version() != Some(0),
         }
     }
 
@@ -807,13 +812,13 @@ impl Node for HttpNode {
                     .ok_or_else(|| s.protocol_error(format!("bad putoffset answer {j}")))?;
                 (v, offset)
             }
-            // v0 has no putoffset: an upload starts at 0 (as git-annex's client does).
+            // v0 has no putoffset: an upload starts at 0 (as git-annex's client does
+            // once v1 failed too).
             Answer::NoVersion(line) => {
-                if s.version() >= 1 {
-                    return Err(NodeError::Remote {
-                        node: s.cfg.name.clone(),
-                        message: format!("putoffset: {line}"),
-                    });
+                tracing::debug!("{}: no putoffset ({line}); uploading at v0", s.name());
+                // Nor can it say it has the content already: ask first.
+                if self.check_present(key).await? {
+                    return Ok(PutStart::AlreadyHave { plus: Vec::new() });
                 }
                 (0, 0)
             }
@@ -859,7 +864,7 @@ impl Node for HttpNode {
                     "{}: no gettimestamp ({line}); using the local clock",
                     s.name()
                 );
-                s.learned(s.version().min(2));
+                s.no_clock.store(true, Ordering::SeqCst);
                 Ok(boottime_secs())
             }
         }

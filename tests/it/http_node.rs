@@ -1,0 +1,284 @@
+//! `HttpNode` as a gateway uses it: a repository behind a p2phttp server (`annexgate-http`
+//! or the real `git annex p2phttp`) on 127.0.0.1, held to the node conformance suite;
+//! servers that speak older protocol versions; credentials from a real git credential
+//! helper; and what git-annex itself finds in the node repositories afterwards.
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use annexgate::node::conformance::{self, Options};
+use annexgate::node::http::{
+    CredentialHelper, HttpNode, HttpNodeConfig, HttpPool, HttpPoolOptions, P2pHttpUrl,
+};
+use annexgate::node::{Node, NodeError, PutStart, Validity};
+use annexgate::{AssociatedFile, Key, Uuid};
+
+use crate::harness::{Repo, RepoKind, Side, TestEnv, Transport};
+use crate::http::support::{Impl, Server};
+
+pub const GW: &str = "9a7e0000-0000-4000-8000-0000000000bb";
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A pool whose `git credential` runs see the test's client HOME (and nothing of this
+/// machine's git config).
+pub fn pool_for(env: &TestEnv, git_dir: Option<&std::path::Path>) -> HttpPool {
+    let mut helper = CredentialHelper::new(git_dir.map(|p| p.to_path_buf()));
+    helper.env = vec![
+        (
+            OsString::from("HOME"),
+            env.home(Side::Client).as_os_str().to_owned(),
+        ),
+        (OsString::from("GIT_CONFIG_NOSYSTEM"), OsString::from("1")),
+    ];
+    HttpPool::new(HttpPoolOptions {
+        credentials: helper,
+        ..HttpPoolOptions::default()
+    })
+    .expect("an HTTP pool")
+}
+
+pub fn node_at(server: &Server, uuid: &str, pool: &HttpPool) -> HttpNode {
+    let url = P2pHttpUrl::parse(&server.annex_url()).unwrap();
+    let mut cfg = HttpNodeConfig::new(
+        Uuid::parse(uuid).unwrap(),
+        "httpnode",
+        url,
+        Uuid::parse(GW).unwrap(),
+    );
+    cfg.bypass = vec![Uuid::parse(GW).unwrap()];
+    cfg.timeout = Duration::from_secs(30);
+    HttpNode::new(cfg, pool.clone())
+}
+
+/// `count` empty bare repositories below `<root>/served`, for a `--directory` server.
+fn served_repos<'e>(env: &'e TestEnv, count: usize) -> Vec<Repo<'e>> {
+    (0..count)
+        .map(|i| env.server_repo(&format!("served/n{i}"), RepoKind::Bare))
+        .collect()
+}
+
+/// The conformance suite against `which`, each case on its own repository.
+fn conforms(which: Impl, extra_args: &[&str], expect_version: u8) {
+    let env = TestEnv::new(Transport::Shim);
+    let repos = served_repos(&env, conformance::cases().len());
+    let dir = env.root().join("served");
+    let mut args = vec!["--wideopen", "--directory", dir.to_str().unwrap()];
+    args.extend_from_slice(extra_args);
+    let server = Server::start(&env, which, env.root(), &args, &[]);
+    let pool = pool_for(&env, None);
+    let next = AtomicUsize::new(0);
+    let nodes = std::sync::Mutex::new(Vec::new());
+    let fresh = || {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let n = node_at(&server, repos[i].uuid(), &pool);
+        nodes.lock().unwrap().push(n.clone());
+        Arc::new(n) as Arc<dyn Node>
+    };
+    let rt = runtime();
+    let mut skip = vec![("invalid_upload_leaves_nothing", INVALID_KEEPS_PARTIAL)];
+    if expect_version == 0 {
+        skip.push((
+            "resume_after_abort",
+            "v0 has no putoffset: uploads start at 0",
+        ));
+    }
+    let options = Options {
+        skip,
+        ..Options::default()
+    };
+    let report = rt.block_on(conformance::run(&fresh, &options));
+    let report = match report.into_result() {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "{which:?} {extra_args:?}: {e}\nserver log:\n{}",
+            server.log_text()
+        ),
+    };
+    assert_eq!(
+        report.passed.len(),
+        conformance::cases().len() - options.skip.len(),
+        "{report:?}"
+    );
+    // Every node that had an answer beyond "no timestamps" found the server's version.
+    let versions: Vec<Option<u8>> = nodes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(HttpNode::version)
+        .collect();
+    assert!(
+        versions
+            .iter()
+            .all(|v| v.is_none() || *v == Some(expect_version))
+            && versions.iter().filter(|v| v.is_some()).count() >= versions.len() - 1,
+        "{which:?} {extra_args:?}: {versions:?}"
+    );
+}
+
+/// Why the strict form of the invalid-upload case cannot hold over p2phttp (checked in its
+/// own form by [`invalid_upload_is_never_stored`]).
+const INVALID_KEEPS_PARTIAL: &str = "p2phttp says INVALID with a body one byte short, which \
+    servers keep as a partial upload for a resume";
+
+#[test]
+fn http_node_conforms_with_annexgate_http() {
+    conforms(Impl::Ours, &[], 4);
+}
+
+#[test]
+fn http_node_conforms_with_git_annex_p2phttp() {
+    conforms(Impl::GitAnnex, &[], 4);
+}
+
+/// Servers with only older API versions (as git-annex before v4 answers: `400 bad
+/// version` where older routes exist, `404` where none does): the node steps down and
+/// still keeps the whole contract, emulating what the version lacks.
+#[test]
+fn http_node_conforms_with_older_servers() {
+    for v in [3u8, 2, 1, 0] {
+        conforms(Impl::Ours, &["--max-version", &v.to_string()], v);
+    }
+}
+
+/// One repository over HTTP: the store is what git-annex finds in the node afterwards,
+/// the gateway's UUID reaches the server as `clientuuid`, and idle connections are reused.
+#[test]
+fn http_node_stores_what_git_annex_finds() {
+    let env = TestEnv::new(Transport::Shim);
+    let node = env.server_repo("node", RepoKind::Bare);
+    let server = Server::start(&env, Impl::GitAnnex, node.path(), &["--wideopen"], &[]);
+    let pool = pool_for(&env, None);
+    let http = node_at(&server, node.uuid(), &pool);
+    let data = conformance::test_data(2 * 1024 * 1024 + 3, 9);
+    let key = conformance::key_for(&data);
+    let rt = runtime();
+    rt.block_on(async {
+        conformance::store(&http, &key, &data).await.unwrap();
+        let (got, _) = conformance::fetch(&http, &key, 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got == data[1000..], "read back other bytes");
+        let lock = http.lock_content(&key).await.unwrap().expect("locked");
+        // While locked, git-annex in the node cannot drop it.
+        let r = node.try_annex(&["drop", "--force", "--key", &key.to_string()]);
+        assert!(!r.success(), "dropped a locked key: {r}");
+        lock.unlock().await.unwrap();
+    });
+    let obj = node
+        .find_object(&key.to_string())
+        .expect("the object is in the node repository");
+    assert_eq!(std::fs::read(&obj).unwrap(), data);
+    let r = node.try_annex(&["fsck", "--key", &key.to_string()]);
+    assert!(r.success(), "{r}");
+    rt.block_on(async {
+        assert!(http.remove(&key, None).await.unwrap().removed);
+        assert!(!http.check_present(&key).await.unwrap());
+        let missing = Key::from_str(&conformance::key_for(b"nothing").to_string()).unwrap();
+        assert!(!http.check_present(&missing).await.unwrap());
+    });
+    assert!(node.find_object(&key.to_string()).is_none());
+    assert_eq!(http.version(), Some(4));
+}
+
+/// Faults a real server produces: nobody listening, an unknown repository.
+#[test]
+fn http_node_unreachable_and_unknown() {
+    let env = TestEnv::new(Transport::Shim);
+    let node = env.server_repo("node", RepoKind::Bare);
+    let server = Server::start(&env, Impl::Ours, node.path(), &["--wideopen"], &[]);
+    let pool = pool_for(&env, None);
+    let rt = runtime();
+    let key = conformance::key_for(b"x");
+    // A UUID the server does not serve: 404 at every version.
+    let other = node_at(&server, "00000000-1111-4222-8333-444444444444", &pool);
+    let e = rt.block_on(other.check_present(&key)).unwrap_err();
+    assert!(
+        matches!(&e, NodeError::Remote { message, .. } if message.starts_with("404 Not Found")),
+        "{e}"
+    );
+    assert_eq!(other.requests_sent(), 5, "v4 down to v0");
+    assert_eq!(other.version(), None);
+    // Nobody listening.
+    let port = server.port;
+    drop(server);
+    let http = node_at_port(port, node.uuid(), &pool);
+    let e = rt.block_on(http.check_present(&key)).unwrap_err();
+    assert!(matches!(e, NodeError::Unreachable { .. }), "{e}");
+    assert!(e.retryable());
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+}
+
+fn node_at_port(port: u16, uuid: &str, pool: &HttpPool) -> HttpNode {
+    let url = P2pHttpUrl::parse(&format!("annex+http://127.0.0.1:{port}/git-annex/")).unwrap();
+    let cfg = HttpNodeConfig::new(
+        Uuid::parse(uuid).unwrap(),
+        "httpnode",
+        url,
+        Uuid::parse(GW).unwrap(),
+    );
+    HttpNode::new(cfg, pool.clone())
+}
+
+/// An upload marked invalid goes one byte short (git-annex's signal): neither server
+/// stores it; both keep the bytes as a partial upload, so the next upload resumes there,
+/// fails verification (which discards the partial), and the one after succeeds.
+#[test]
+fn invalid_upload_is_never_stored() {
+    for which in [Impl::Ours, Impl::GitAnnex] {
+        let env = TestEnv::new(Transport::Shim);
+        let node = env.server_repo("node", RepoKind::Bare);
+        let server = Server::start(&env, which, node.path(), &["--wideopen"], &[]);
+        let pool = pool_for(&env, None);
+        let http = node_at(&server, node.uuid(), &pool);
+        let data = conformance::test_data(20_000, 5);
+        let key = conformance::key_for(&data);
+        let mut wrong = data.clone();
+        wrong[12_345] ^= 0x55;
+        let rt = runtime();
+        rt.block_on(async {
+            let r = conformance::store_chunked(&http, &key, &wrong, Validity::Invalid, 7000).await;
+            assert!(
+                !r.is_ok_and(|s| s.stored),
+                "{which:?}: stored invalid bytes"
+            );
+            assert!(!http.check_present(&key).await.unwrap());
+            assert!(conformance::fetch(&http, &key, 0).await.unwrap().is_none());
+            let mut attempts = Vec::new();
+            for _ in 0..3 {
+                let offset = match http.put(&key, &AssociatedFile::none()).await.unwrap() {
+                    PutStart::Accept(s) => {
+                        let o = s.offset();
+                        s.abort().await;
+                        o
+                    }
+                    PutStart::AlreadyHave { .. } => break,
+                };
+                let r = conformance::store_chunked(&http, &key, &data, Validity::Valid, 7000).await;
+                attempts.push((offset, r.map(|s| s.stored)));
+            }
+            assert_eq!(
+                attempts.first().map(|a| a.0),
+                Some(19_999),
+                "{which:?}: {attempts:?}"
+            );
+            assert!(
+                attempts.iter().any(|a| a.1 == Ok(true)),
+                "{which:?}: never stored: {attempts:?}"
+            );
+            let (got, _) = conformance::fetch(&http, &key, 0).await.unwrap().unwrap();
+            assert!(got == data, "{which:?}: other bytes stored");
+        });
+        let r = node.try_annex(&["fsck", "--key", &key.to_string()]);
+        assert!(r.success(), "{which:?}: {r}");
+    }
+}
