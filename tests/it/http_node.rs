@@ -282,3 +282,127 @@ fn invalid_upload_is_never_stored() {
         assert!(r.success(), "{which:?}: {r}");
     }
 }
+
+/// A credential store file for the client side's git, as `credential.helper` of `repo`.
+fn use_credential_store(repo: &Repo<'_>, lines: &[String]) -> std::path::PathBuf {
+    let file = repo.git_dir().join("test-credentials");
+    std::fs::write(&file, lines.concat()).unwrap();
+    repo.set_config(
+        "credential.helper",
+        &format!("store --file={}", file.display()),
+    );
+    file
+}
+
+/// Credentials from a real `git credential` helper (`store`) in the gateway repository,
+/// against annexgate-http with users from its environment: asked for on a 401 for the
+/// annex URL (or the git URL on the same host), approved when they work, rejected when
+/// the server answers 401 to them, kept when it answers 403 (a user without the right).
+#[test]
+fn credentials_from_git_credential_helpers() {
+    let env = TestEnv::new(Transport::Shim);
+    let node = env.server_repo("node", RepoKind::Bare);
+    let gw = env.client_repo("gw");
+    let users = [
+        ("GIT_ANNEX_P2PHTTP_PASSWORD_alice", "secret"),
+        ("GIT_ANNEX_P2PHTTP_PASSWORD_bob", "bobpw"),
+        ("GIT_ANNEX_P2PHTTP_PERMISSIONS_bob", "readonly"),
+    ];
+    let rt = runtime();
+    let data = conformance::test_data(100_000, 3);
+    let key = conformance::key_for(&data);
+
+    // Only authenticated users.
+    let server = Server::start(&env, Impl::Ours, node.path(), &["--authenv-http"], &users);
+    let port = server.port;
+    let annex_line =
+        |u: &str, p: &str| format!("annex+http://{u}:{p}@127.0.0.1%3a{port}/git-annex\n");
+    // (a) Nothing stored: refused, with the reason.
+    use_credential_store(&gw, &[]);
+    let n = node_at(&server, node.uuid(), &pool_for(&env, Some(&gw.git_dir())));
+    let e = rt.block_on(n.check_present(&key)).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, NodeError::Denied(_)), "{text}");
+    assert!(
+        text.contains("authentication failed: 401 Unauthorized")
+            && text.contains(&format!(
+                "no credentials for annex+http://127.0.0.1:{port}/git-annex/"
+            )),
+        "{text}"
+    );
+    // (b) The stored credential for the annex URL is used and approved.
+    let file = use_credential_store(&gw, &[annex_line("alice", "secret")]);
+    let pool = pool_for(&env, Some(&gw.git_dir()));
+    let n = node_at(&server, node.uuid(), &pool);
+    rt.block_on(async {
+        conformance::store(&n, &key, &data).await.unwrap();
+        let (got, _) = conformance::fetch(&n, &key, 0).await.unwrap().unwrap();
+        assert!(got == data);
+        let lock = n.lock_content(&key).await.unwrap().expect("locked");
+        lock.unlock().await.unwrap();
+    });
+    assert!(node.find_object(&key.to_string()).is_some());
+    let sent = n.requests_sent();
+    // Another node of the same gateway reuses the credential without a 401 first.
+    let n2 = node_at(&server, node.uuid(), &pool);
+    assert!(rt.block_on(n2.check_present(&key)).unwrap());
+    assert_eq!(n2.requests_sent(), 1);
+    // putoffset (401), putoffset with the credential, GET, lockcontent (the put and
+    // keeplocked bodies stream; they are not counted).
+    assert_eq!(sent, 4);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        annex_line("alice", "secret"),
+        "approved and kept"
+    );
+    // (c) A wrong password: the server answers 401 again, git's store forgets it.
+    use_credential_store(&gw, &[annex_line("alice", "wrong")]);
+    let n = node_at(&server, node.uuid(), &pool_for(&env, Some(&gw.git_dir())));
+    let e = rt.block_on(n.check_present(&key)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("authentication failed: 401 Unauthorized"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "", "rejected");
+    // (d) The git URL on the same host decides where credentials are asked for.
+    use_credential_store(&gw, &[format!("http://alice:secret@127.0.0.1%3a{port}\n")]);
+    let mut cfg = node_at(&server, node.uuid(), &pool).config().clone();
+    cfg.git_url = Some(format!("http://127.0.0.1:{port}/node.git"));
+    let n = HttpNode::new(cfg, pool_for(&env, Some(&gw.git_dir())));
+    assert_eq!(
+        n.credential_url(),
+        format!("http://127.0.0.1:{port}/node.git")
+    );
+    assert!(rt.block_on(n.check_present(&key)).unwrap());
+    drop(server);
+
+    // Reading needs no credentials; bob may read but not remove.
+    let server = Server::start(
+        &env,
+        Impl::Ours,
+        node.path(),
+        &["--authenv-http", "--unauth-readonly"],
+        &users,
+    );
+    let port = server.port;
+    let bob = format!("annex+http://bob:bobpw@127.0.0.1%3a{port}/git-annex\n");
+    let file = use_credential_store(&gw, &[bob.clone()]);
+    let n = node_at(&server, node.uuid(), &pool_for(&env, Some(&gw.git_dir())));
+    rt.block_on(async {
+        assert!(n.check_present(&key).await.unwrap());
+        assert_eq!(n.requests_sent(), 1, "no credentials needed to read");
+        let r = n.remove(&key, None).await;
+        let e = r.expect_err("bob may not remove");
+        assert!(
+            matches!(&e, NodeError::Denied(t) if t.contains("authentication failed: 403 Forbidden")),
+            "{e}"
+        );
+    });
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        bob,
+        "a 403 does not make git forget a credential"
+    );
+    assert!(node.find_object(&key.to_string()).is_some());
+}
