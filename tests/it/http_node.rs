@@ -387,7 +387,7 @@ fn credentials_from_git_credential_helpers() {
     );
     let port = server.port;
     let bob = format!("annex+http://bob:bobpw@127.0.0.1%3a{port}/git-annex\n");
-    let file = use_credential_store(&gw, &[bob.clone()]);
+    let file = use_credential_store(&gw, std::slice::from_ref(&bob));
     let n = node_at(&server, node.uuid(), &pool_for(&env, Some(&gw.git_dir())));
     rt.block_on(async {
         assert!(n.check_present(&key).await.unwrap());
