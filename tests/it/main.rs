@@ -12,6 +12,7 @@ mod harness;
 mod cluster_scenarios;
 mod harness_checks;
 mod http;
+mod http_cluster;
 mod http_gateway;
 mod http_node;
 mod p2p_node;
