@@ -6,7 +6,9 @@
 //! every API route starts with `/git-annex/`) counts as no path at all. Any other path is
 //! a prefix: `annex+http://h/p2p` makes requests to `http://h:9417/p2p/git-annex/…`.
 //! Empty path components and a trailing `/` are dropped, as git-annex's path splitting
-//! does.
+//! does — with one deliberate difference: git-annex keeps a path of just `/` and then
+//! requests `//git-annex/…`, which its own server answers `404`; we request
+//! `/git-annex/…` (tests/it compares both clients' requests).
 //!
 //! Requests are `{base}/git-annex/{server uuid}/v{n}/{endpoint}?{query}`; values in the
 //! path and query are first put in the API's text form (as they are when UTF-8, else
