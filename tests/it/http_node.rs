@@ -517,3 +517,85 @@ fn request_targets_match_git_annex() {
         }
     }
 }
+
+/// HTTPS (rustls on both sides): annexgate-http with a certificate from a test CA and
+/// `--authenv` (users over HTTPS only); the node trusts the CA, authenticates with the
+/// stored credential and works; a pool without the CA cannot connect, and says why.
+#[test]
+fn https_with_a_private_ca() {
+    let env = TestEnv::new(Transport::Shim);
+    let node = env.server_repo("node", RepoKind::Bare);
+    let gw = env.client_repo("gw");
+    let pki = env.root().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    env.run(env.command(Side::Client, "sh", &pki).args([
+        "-ec",
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+         -subj /CN=annexgate-test-ca 2>/dev/null
+         openssl req -newkey rsa:2048 -nodes -keyout leaf.key -out leaf.csr -subj /CN=localhost 2>/dev/null
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext
+         openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem \
+         -days 2 -extfile ext 2>/dev/null",
+    ]));
+    let (cert, key_file) = (pki.join("leaf.pem"), pki.join("leaf.key"));
+    let server = Server::start(
+        &env,
+        Impl::Ours,
+        node.path(),
+        &[
+            "--authenv",
+            "--certfile",
+            cert.to_str().unwrap(),
+            "--privatekeyfile",
+            key_file.to_str().unwrap(),
+        ],
+        &[("GIT_ANNEX_P2PHTTP_PASSWORD_alice", "apw")],
+    );
+    let port = server.port;
+    let url = format!("annex+https://127.0.0.1:{port}/git-annex/");
+    use_credential_store(
+        &gw,
+        &[format!(
+            "annex+https://alice:apw@127.0.0.1%3a{port}/git-annex\n"
+        )],
+    );
+    let make = |roots: Vec<Vec<u8>>| {
+        let mut helper = CredentialHelper::new(Some(gw.git_dir()));
+        helper.env = vec![
+            (
+                OsString::from("HOME"),
+                env.home(Side::Client).as_os_str().to_owned(),
+            ),
+            (OsString::from("GIT_CONFIG_NOSYSTEM"), OsString::from("1")),
+        ];
+        let pool = HttpPool::new(HttpPoolOptions {
+            credentials: helper,
+            extra_roots_pem: roots,
+            ..HttpPoolOptions::default()
+        })
+        .unwrap();
+        let cfg = HttpNodeConfig::new(
+            Uuid::parse(node.uuid()).unwrap(),
+            "tlsnode",
+            P2pHttpUrl::parse(&url).unwrap(),
+            Uuid::parse(GW).unwrap(),
+        );
+        HttpNode::new(cfg, pool)
+    };
+    let rt = runtime();
+    let data = conformance::test_data(300_000, 8);
+    let key = conformance::key_for(&data);
+    let n = make(vec![std::fs::read(pki.join("ca.pem")).unwrap()]);
+    rt.block_on(async {
+        conformance::store(&n, &key, &data).await.unwrap();
+        let (got, v) = conformance::fetch(&n, &key, 7).await.unwrap().unwrap();
+        assert!(got == data[7..] && v == Validity::Valid);
+        let lock = n.lock_content(&key).await.unwrap().expect("locked");
+        lock.unlock().await.unwrap();
+        assert!(n.remove(&key, None).await.unwrap().removed);
+    });
+    let untrusting = make(Vec::new());
+    let e = rt.block_on(untrusting.check_present(&key)).unwrap_err();
+    assert!(matches!(e, NodeError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+}
