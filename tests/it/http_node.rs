@@ -599,3 +599,41 @@ fn https_with_a_private_ca() {
     assert!(matches!(e, NodeError::Unreachable { .. }), "{e}");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }
+
+/// A lock held across several keep-alive lines keeps the content on both servers, and
+/// is released by the unlock line.
+#[test]
+fn locks_survive_keepalive_lines() {
+    for which in [Impl::Ours, Impl::GitAnnex] {
+        let env = TestEnv::new(Transport::Shim);
+        let node = env.server_repo("node", RepoKind::Bare);
+        let server = Server::start(&env, which, node.path(), &["--wideopen"], &[]);
+        let pool = pool_for(&env, None);
+        let mut cfg = node_at(&server, node.uuid(), &pool).config().clone();
+        cfg.keepalive = Duration::from_millis(150);
+        let http = HttpNode::new(cfg, pool.clone());
+        let data = conformance::test_data(5000, 12);
+        let key = conformance::key_for(&data);
+        let rt = runtime();
+        rt.block_on(async {
+            conformance::store(&http, &key, &data).await.unwrap();
+            let lock = http.lock_content(&key).await.unwrap().expect("locked");
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let other = node_at(&server, node.uuid(), &pool);
+            if let Ok(r) = other.remove(&key, None).await {
+                assert!(!r.removed, "{which:?}: removed while locked");
+            }
+            assert!(other.check_present(&key).await.unwrap(), "{which:?}");
+            lock.unlock().await.unwrap();
+            let mut removed = false;
+            for _ in 0..50 {
+                if other.remove(&key, None).await.is_ok_and(|r| r.removed) {
+                    removed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(removed, "{which:?}: still locked after unlock");
+        });
+    }
+}

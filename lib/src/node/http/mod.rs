@@ -111,6 +111,9 @@ pub struct HttpNodeConfig {
     pub max_version: u8,
     /// How long any one answer, or the next bytes of a body, may take. Default 60 s.
     pub timeout: Duration,
+    /// How often a held lock's `keeplocked` request sends `{"unlock":false}`, so that
+    /// proxies in between do not take the quiet request body for a dead one. Default 30 s.
+    pub keepalive: Duration,
     /// Where content changes the node reports are recorded.
     pub locations: Arc<dyn LocationSink>,
 }
@@ -131,6 +134,7 @@ impl HttpNodeConfig {
             bypass: Vec::new(),
             max_version: MAX_VERSION,
             timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(30),
             locations: Arc::new(NoLocations),
         }
     }

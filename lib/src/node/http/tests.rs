@@ -451,3 +451,35 @@ async fn a_refused_upload_says_why() {
         .iter()
         .all(|s| s.header("authorization").is_none()));
 }
+
+#[tokio::test]
+async fn a_held_lock_sends_keepalive_lines_then_unlock() {
+    let srv = scripted(Arc::new(|s: &Seen| match s.path[3].as_str() {
+        "lockcontent" => reply(200, r#"{"locked":true,"lockid":"l-1"}"#),
+        _ => reply(200, r#"{"locked":false}"#),
+    }))
+    .await;
+    let mut n = node(srv.port, Duration::from_secs(10));
+    let mut cfg = n.config().clone();
+    cfg.keepalive = Duration::from_millis(100);
+    n = HttpNode::new(cfg, n.shared.pool.clone());
+    let key = key_for(b"locked");
+    let lock = n.lock_content(&key).await.unwrap().expect("locked");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    lock.unlock().await.unwrap();
+    let seen = srv.seen.lock().unwrap().clone();
+    let kl = seen.iter().find(|s| s.path[3] == "keeplocked").unwrap();
+    assert_eq!(kl.param("lockid"), Some("l-1"));
+    assert_eq!(kl.param("clientuuid"), Some(GW));
+    assert_eq!(kl.header("keep-alive"), Some("timeout=1200"));
+    assert_eq!(
+        kl.header("content-type"),
+        Some("application/json;charset=utf-8")
+    );
+    let body = String::from_utf8(kl.body.clone()).unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(lines.len() >= 4, "{body:?}");
+    let (last, rest) = lines.split_last().unwrap();
+    assert_eq!(*last, r#"{"unlock":true}"#);
+    assert!(rest.iter().all(|l| *l == r#"{"unlock":false}"#), "{body:?}");
+}

@@ -504,6 +504,23 @@ const UNLOCK: &[u8] = b"{\"unlock\":true}\n";
 pub(crate) struct HttpLock {
     shared: Arc<Shared>,
     req: Option<Streaming>,
+    /// Sends the keep-alive lines while the lock is held.
+    keepalive: Option<JoinHandle<()>>,
+}
+
+/// Send `{"unlock":false}` every `every` while the body is open (the task holds only a
+/// weak handle, so it never keeps the body open by itself).
+fn keep_alive(tx: &mpsc::Sender<Bytes>, every: std::time::Duration) -> JoinHandle<()> {
+    let weak = tx.downgrade();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(tx) = weak.upgrade() else { return };
+            if tx.send(Bytes::from_static(KEEP_LOCKED)).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 impl HttpLock {
@@ -534,9 +551,14 @@ impl HttpLock {
         match tokio::time::timeout(shared.cfg.timeout, first_rx).await {
             Ok(Ok(())) => {
                 tracing::debug!("{}: holding a lock on {key}", shared.name());
+                let keepalive = req
+                    .tx
+                    .as_ref()
+                    .map(|tx| keep_alive(tx, shared.cfg.keepalive));
                 Ok(HttpLock {
                     shared,
                     req: Some(req),
+                    keepalive,
                 })
             }
             // The body was dropped unread: the request failed.
@@ -578,6 +600,9 @@ async fn release(shared: Arc<Shared>, mut req: Streaming) -> Result<(), NodeErro
 #[async_trait]
 impl ContentLock for HttpLock {
     async fn unlock(mut self: Box<Self>) -> Result<(), NodeError> {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
         match self.req.take() {
             Some(req) => release(self.shared.clone(), req).await,
             None => Ok(()),
@@ -587,6 +612,9 @@ impl ContentLock for HttpLock {
 
 impl Drop for HttpLock {
     fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
         let Some(req) = self.req.take() else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
