@@ -12,7 +12,9 @@
 //!
 //! Nodes by kind of remote: the gateway itself and local git repositories are served
 //! directly from their object stores ([`AnnexRepo`]; a local node's changes are recorded
-//! in its own branch and in the gateway's), `directory` special remotes by [`Directory`];
+//! in its own branch and in the gateway's), ssh remotes by [`P2pNode`], remotes with an
+//! `annex+http(s)` URL by [`HttpNode`] (sharing one [`HttpPool`]), `directory` special
+//! remotes by [`Directory`];
 //! location changes go to the gateway's branch through one batched [`Recorder`].
 
 pub mod remotes;
@@ -31,6 +33,9 @@ use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EnginePlacement, Wanting};
 use crate::node::directory::{Directory, DirectoryConfig};
+use crate::node::http::{
+    CredentialHelper, HttpNode, HttpNodeConfig, HttpPool, HttpPoolOptions, P2pHttpUrl,
+};
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
 use crate::node::{ChunkLog, LocationSink, Node, NodeError};
 use crate::placement::Engine;
@@ -77,6 +82,8 @@ pub struct Gateway {
     recorder: Arc<LazyRecorder>,
     local: OnceLock<Arc<AnnexRepo>>,
     wanting: OnceLock<Arc<dyn Wanting>>,
+    /// The HTTP client every `annex+http` node of this gateway shares (made on first use).
+    http_pool: OnceLock<Result<HttpPool, String>>,
     /// Recorders of local node repositories (their own branches), by git dir.
     node_recorders: Mutex<BTreeMap<PathBuf, Arc<LazyRecorder>>>,
 }
@@ -162,6 +169,7 @@ impl Gateway {
             recorder,
             local: OnceLock::new(),
             wanting: OnceLock::new(),
+            http_pool: OnceLock::new(),
             node_recorders: Mutex::new(BTreeMap::new()),
         })
     }
@@ -413,11 +421,39 @@ impl Gateway {
                 cfg.locations = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
                 Ok(Arc::new(P2pNode::new(cfg)))
             }
-            RemoteKind::Http(_) | RemoteKind::Other(_) => Err(NodeError::Unsupported {
+            RemoteKind::Http(annexurl) => {
+                let url = P2pHttpUrl::parse(annexurl).map_err(|e| unreachable(&e))?;
+                let pool = self.http_pool().map_err(|e| unreachable(&e))?;
+                let mut cfg = HttpNodeConfig::new(uuid, r.name.clone(), url, self.uuid.clone());
+                // Credentials are asked for the git URL when the annex URL shares its host.
+                cfg.git_url = r.settings.get("url").cloned();
+                let mut bypass: Vec<Uuid> = bypass.to_vec();
+                if !bypass.contains(&self.uuid) {
+                    bypass.push(self.uuid.clone());
+                }
+                cfg.bypass = bypass;
+                cfg.locations = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
+                Ok(Arc::new(HttpNode::new(cfg, pool)))
+            }
+            RemoteKind::Other(_) => Err(NodeError::Unsupported {
                 node: r.name.clone(),
                 what: "this kind of remote",
             }),
         }
+    }
+
+    /// The HTTP client shared by the gateway's `annex+http` nodes: connections are kept
+    /// and reused across nodes and sessions; credentials come from the gateway's git
+    /// config (`credential.helper`).
+    pub fn http_pool(&self) -> Result<HttpPool, GatewayError> {
+        let p = self.http_pool.get_or_init(|| {
+            HttpPool::new(HttpPoolOptions {
+                credentials: CredentialHelper::new(Some(self.git_dir.clone())),
+                ..HttpPoolOptions::default()
+            })
+            .map_err(|e| e.to_string())
+        });
+        p.clone().map_err(GatewayError::Config)
     }
 
     /// The gateway repository's own object store.
