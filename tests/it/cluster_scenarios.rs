@@ -15,20 +15,20 @@ use crate::harness::{
 
 /// Who set the cluster up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetupTool {
+pub(crate) enum SetupTool {
     GitAnnex,
     Annexgate,
 }
 
-const NODE_UUIDS: [&str; 3] = [
+pub(crate) const NODE_UUIDS: [&str; 3] = [
     "5a0e0001-1111-4111-8111-000000000001",
     "5a0e0002-2222-4222-8222-000000000002",
     "5a0e0003-3333-4333-8333-000000000003",
 ];
-const GW_UUID: &str = "9a7e0000-0000-4000-8000-00000000000a";
+pub(crate) const GW_UUID: &str = "9a7e0000-0000-4000-8000-00000000000a";
 
 /// A bare server repository with a fixed UUID.
-pub fn server_repo_with_uuid<'e>(env: &'e TestEnv, name: &str, uuid: &str) -> Repo<'e> {
+pub(crate) fn server_repo_with_uuid<'e>(env: &'e TestEnv, name: &str, uuid: &str) -> Repo<'e> {
     let path = env.root().join(format!("{name}.git"));
     env.run(
         env.command(Side::Server, "git", env.root())
@@ -47,7 +47,7 @@ pub fn server_repo_with_uuid<'e>(env: &'e TestEnv, name: &str, uuid: &str) -> Re
 }
 
 /// `annexgate ARGS` on the server side, in `repo`.
-pub fn annexgate(env: &TestEnv, repo: &Repo<'_>, args: &[&str]) -> String {
+pub(crate) fn annexgate(env: &TestEnv, repo: &Repo<'_>, args: &[&str]) -> String {
     env.run(
         env.command(Side::Server, &tools().annexgate, repo.path())
             .args(args),
@@ -55,16 +55,59 @@ pub fn annexgate(env: &TestEnv, repo: &Repo<'_>, args: &[&str]) -> String {
     .stdout
 }
 
+/// How the gateway reaches one of its nodes.
+#[derive(Debug, Clone)]
+pub(crate) enum NodeAccess {
+    /// A bare repository next to the gateway, as the local path `../nodeN.git`.
+    Local,
+    /// Over ssh (`annexgate-test:/abs/nodeN.git`), running this program as its annex-shell
+    /// (`remote.nodeN.annex-shell`): git-annex-shell, annexgate-shell or a test's script.
+    Ssh(std::path::PathBuf),
+}
+
 /// A gateway `gw` with nodes node1..node3 (local bare repositories) in cluster `mycluster`,
 /// set up by `tool`. Returns (gateway, nodes).
-pub fn gateway_with_cluster<'e>(env: &'e TestEnv, tool: SetupTool) -> (Repo<'e>, Vec<Repo<'e>>) {
+pub(crate) fn gateway_with_cluster<'e>(
+    env: &'e TestEnv,
+    tool: SetupTool,
+) -> (Repo<'e>, Vec<Repo<'e>>) {
+    gateway_with_nodes(
+        env,
+        tool,
+        &[NodeAccess::Local, NodeAccess::Local, NodeAccess::Local],
+    )
+}
+
+/// A gateway `gw` with one node per entry of `access` (node1, node2, … with the fixed
+/// UUIDs) in cluster `mycluster`, set up by `tool`. Returns (gateway, nodes).
+pub(crate) fn gateway_with_nodes<'e>(
+    env: &'e TestEnv,
+    tool: SetupTool,
+    access: &[NodeAccess],
+) -> (Repo<'e>, Vec<Repo<'e>>) {
+    assert!(
+        access.len() <= NODE_UUIDS.len(),
+        "at most {} nodes",
+        NODE_UUIDS.len()
+    );
     let gw = server_repo_with_uuid(env, "gw", GW_UUID);
-    let nodes: Vec<Repo<'e>> = (1..=3)
+    let nodes: Vec<Repo<'e>> = (1..=access.len())
         .map(|i| server_repo_with_uuid(env, &format!("node{i}"), NODE_UUIDS[i - 1]))
         .collect();
-    for (i, n) in nodes.iter().enumerate() {
+    for ((i, n), how) in nodes.iter().enumerate().zip(access) {
         let name = format!("node{}", i + 1);
-        gw.git(&["remote", "add", &name, &format!("../{}.git", name)]);
+        match how {
+            NodeAccess::Local => {
+                gw.git(&["remote", "add", &name, &format!("../{name}.git")]);
+            }
+            NodeAccess::Ssh(shell) => {
+                gw.git(&["remote", "add", &name, &n.ssh_url()]);
+                gw.set_config(
+                    &format!("remote.{name}.annex-shell"),
+                    &shell.to_string_lossy(),
+                );
+            }
+        }
         gw.set_config(&format!("remote.{name}.annex-uuid"), n.uuid());
         gw.set_config(&format!("remote.{name}.annex-cluster-node"), "mycluster");
         gw.git(&["fetch", "-q", &name]);
@@ -79,7 +122,7 @@ pub fn gateway_with_cluster<'e>(env: &'e TestEnv, tool: SetupTool) -> (Repo<'e>,
             annexgate(env, &gw, &["cluster", "update"])
         }
     };
-    for i in 1..=3 {
+    for i in 1..=access.len() {
         assert!(
             out.contains(&format!("Added node node{i} to cluster: mycluster")),
             "{tool:?} set-up output:\n{out}"
@@ -104,27 +147,44 @@ pub fn gateway_with_cluster<'e>(env: &'e TestEnv, tool: SetupTool) -> (Repo<'e>,
 
 /// The client side: gateway added as ssh remote `gw` run by `shell`, the cluster's nodes
 /// balanced (the tutorial's `groupwanted balanced=...`), the gateway wanting nothing.
-fn client_of<'e>(
+pub(crate) fn client_of<'e>(
     env: &'e TestEnv,
     gw: &Repo<'_>,
     shell: ShellImpl,
     files: &[(&str, Vec<u8>)],
 ) -> Repo<'e> {
+    client_with(env, gw, shell, files, 3, Some("balanced"))
+}
+
+/// The client side: gateway added as ssh remote `gw` run by `shell`, the gateway wanting
+/// nothing, and its `nodes` nodes (gw-node1 …) in group `gw-node` with `groupwanted
+/// <placement>=gw-node` (`balanced`, `fullybalanced`, …), or with no preferred content
+/// at all (every node wants everything) when `placement` is `None`.
+pub(crate) fn client_with<'e>(
+    env: &'e TestEnv,
+    gw: &Repo<'_>,
+    shell: ShellImpl,
+    files: &[(&str, Vec<u8>)],
+    nodes: usize,
+    placement: Option<&str>,
+) -> Repo<'e> {
     let client = env.client_repo("client");
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_slice())).collect();
     client.add_files(&refs);
     client.add_ssh_remote("gw", gw, shell);
-    client.annex(&["groupwanted", "gw-node", "balanced=gw-node"]);
-    for i in 1..=3 {
-        client.annex(&["group", &format!("gw-node{i}"), "gw-node"]);
-        client.annex(&["wanted", &format!("gw-node{i}"), "groupwanted"]);
+    if let Some(p) = placement {
+        client.annex(&["groupwanted", "gw-node", &format!("{p}=gw-node")]);
+        for i in 1..=nodes {
+            client.annex(&["group", &format!("gw-node{i}"), "gw-node"]);
+            client.annex(&["wanted", &format!("gw-node{i}"), "groupwanted"]);
+        }
     }
     client.annex(&["wanted", "gw", "nothing"]);
     client.annex(&["sync", "--no-content", "gw"]);
     client
 }
 
-fn files() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn files() -> Vec<(&'static str, Vec<u8>)> {
     (1..=6)
         .map(|i| {
             let name: &'static str = Box::leak(format!("f{i}.txt").into_boxed_str());

@@ -12,16 +12,19 @@
 //!
 //! Nodes by kind of remote: the gateway itself and local git repositories are served
 //! directly from their object stores ([`AnnexRepo`]; a local node's changes are recorded
-//! in its own branch and in the gateway's), ssh remotes by [`P2pNode`], remotes with an
-//! `annex+http(s)` URL by [`HttpNode`] (sharing one [`HttpPool`]), `directory` special
-//! remotes by [`Directory`];
-//! location changes go to the gateway's branch through one batched [`Recorder`].
+//! in its own branch and in the gateway's), ssh remotes by [`P2pNode`] (each wait bounded
+//! by `annexgate.node-timeout`), remotes with an `annex+http(s)` URL by [`HttpNode`]
+//! (sharing one [`HttpPool`]), `directory` special remotes by [`Directory`]; location
+//! changes go to the gateway's branch through one batched [`Recorder`]. A node that
+//! cannot be set up at all (its repository gone) is an [`Unavailable`] member of its
+//! cluster, failing each request.
 
 pub mod remotes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use crate::branch::log::paths::location_log_path;
 use crate::branch::log::presence::LocationLog;
@@ -37,6 +40,7 @@ use crate::node::http::{
     CredentialHelper, HttpNode, HttpNodeConfig, HttpPool, HttpPoolOptions, P2pHttpUrl,
 };
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
+use crate::node::unavailable::Unavailable;
 use crate::node::{ChunkLog, LocationSink, Node, NodeError};
 use crate::placement::Engine;
 use crate::types::{Key, Uuid};
@@ -68,6 +72,12 @@ pub enum GatewayError {
     NotProxied { description: String },
     #[error("bad repository configuration: {0}")]
     Config(String),
+    #[error("bad git config {key}={value:?}: expected {expected}")]
+    BadSetting {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("{0}")]
     Record(#[from] RecordError),
 }
@@ -278,18 +288,22 @@ impl Gateway {
         });
         let mut members = Vec::new();
         for r in &remotes {
-            match self.remote_node(r, bypass) {
-                Ok(node) => {
-                    let m = ClusterMember::new(node, r.cost);
-                    members.push(match (&r.proxied_by, r.uuid.as_ref() == Some(uuid)) {
-                        (Some(g), true) => m.via_gateway(g.clone()),
-                        _ => m,
-                    });
+            let node = match self.remote_node(r, bypass) {
+                Ok(node) => node,
+                // A node that cannot even be set up (its repository is gone) fails every
+                // request: the others serve the session, and a removal is not reported
+                // done while it may still hold the content.
+                Err(e) => {
+                    tracing::warn!("cluster {name}: node {} is unavailable: {e}", r.name);
+                    let Some(u) = r.uuid.clone() else { continue };
+                    Arc::new(Unavailable::new(u, r.name.clone(), unavailable_reason(e)))
                 }
-                // A node that cannot even be set up (its repository is gone) is left out;
-                // the others serve the session.
-                Err(e) => tracing::warn!("cluster {name}: node {} left out: {e}", r.name),
-            }
+            };
+            let m = ClusterMember::new(node, r.cost);
+            members.push(match (&r.proxied_by, r.uuid.as_ref() == Some(uuid)) {
+                (Some(g), true) => m.via_gateway(g.clone()),
+                _ => m,
+            });
         }
         let gw = Arc::clone(self);
         let locations = move |key: &Key| -> Vec<Uuid> {
@@ -413,6 +427,10 @@ impl Gateway {
                 )
                 .map_err(|e| unreachable(&e))?;
                 let mut cfg = P2pNodeConfig::new(uuid, r.name.clone(), ep);
+                if let Some(t) = self.node_timeout().map_err(|e| unreachable(&e))? {
+                    cfg.timeout = t;
+                    cfg.connect_timeout = t;
+                }
                 let mut bypass: Vec<Uuid> = bypass.to_vec();
                 if !bypass.contains(&self.uuid) {
                     bypass.push(self.uuid.clone());
@@ -454,6 +472,22 @@ impl Gateway {
             .map_err(|e| e.to_string())
         });
         p.clone().map_err(GatewayError::Config)
+    }
+
+    /// `annexgate.node-timeout` (seconds, decimals allowed): how long a node reached over
+    /// the P2P protocol may take to greet, to answer a request, or to take or hand over
+    /// the next piece of content before it is given up on. `None`: the defaults.
+    pub fn node_timeout(&self) -> Result<Option<Duration>, GatewayError> {
+        let Some(v) = self.config.get(NODE_TIMEOUT) else {
+            return Ok(None);
+        };
+        parse_seconds(&v)
+            .map(Some)
+            .ok_or_else(|| GatewayError::BadSetting {
+                key: NODE_TIMEOUT,
+                value: v.clone(),
+                expected: "a positive number of seconds",
+            })
     }
 
     /// The gateway repository's own object store.
@@ -543,6 +577,23 @@ impl Gateway {
     }
 }
 
+/// The git config setting for the time allowed to P2P nodes (see [`Gateway::node_timeout`]).
+pub const NODE_TIMEOUT: &str = "annexgate.node-timeout";
+
+/// A positive, finite number of seconds (`30`, `2.5`).
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && secs > 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Why a node could not be set up, without repeating its name.
+fn unavailable_reason(e: NodeError) -> String {
+    match e {
+        NodeError::Unreachable { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
 fn special_kind_name(kind: &str) -> &'static str {
     match kind {
         "S3" => "S3 special remotes (not yet)",
@@ -612,5 +663,14 @@ mod tests {
         gw.location_sink().unwrap().record(&key, gw.uuid(), true);
         assert!(gw.recorder.cell.get().is_some());
         assert!(gw.flush().is_err());
+    }
+
+    #[test]
+    fn node_timeout_values() {
+        assert_eq!(parse_seconds("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_seconds(" 2.5 "), Some(Duration::from_millis(2500)));
+        for bad in ["", "0", "-1", "ten", "inf", "NaN", "1e12"] {
+            assert_eq!(parse_seconds(bad), None, "{bad:?}");
+        }
     }
 }

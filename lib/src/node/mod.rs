@@ -21,6 +21,7 @@ pub(crate) mod localfs;
 pub mod lock;
 pub mod memory;
 pub mod p2p;
+pub mod unavailable;
 
 use async_trait::async_trait;
 

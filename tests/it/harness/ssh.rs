@@ -177,13 +177,22 @@ pub fn entry_script(files: &SshFiles, login: &RemoteLogin<'_>) -> String {
     s.push_str(&format!("if [ -f {cut} ]; then\n  case $cmd in\n"));
     s.push_str(&format!(
         "    *p2pstdio*) n=$(cat {cut})\n      \
-         dd bs=65536 iflag=count_bytes count=\"$n\" status=none | {shell} -c \"$cmd\"\n      \
-         exit $? ;;\n"
+         {} \"$n\" | {shell} -c \"$cmd\"\n      \
+         exit $? ;;\n",
+        PASS_FIRST_BYTES
     ));
     s.push_str("  esac\nfi\n");
     s.push_str(&format!("exec {shell} -c \"$cmd\"\n"));
     s
 }
+
+/// A shell command that copies the first N bytes (its argument) of its input to its output
+/// as they arrive, then ends both: a connection cut after N bytes. (`dd count_bytes`
+/// counts short reads as blocks, and `head -c` holds its output back until it is done, so
+/// neither cuts an interactive stream at the right byte.) perl is part of every Debian.
+pub const PASS_FIRST_BYTES: &str = "perl -e 'my $n = shift; while ($n > 0) { my $r = \
+     sysread(STDIN, my $b, $n < 65536 ? $n : 65536); last unless $r; \
+     syswrite(STDOUT, $b) or last; $n -= $r }'";
 
 /// Shell lines that append the script's argv to the argv log as one line.
 fn argv_logger(files: &SshFiles) -> String {
