@@ -65,6 +65,10 @@ struct Args {
     /// Seconds a lock lasts when keeplocked never comes (git-annex: 600; for tests).
     #[arg(long = "lock-retention", hide = true)]
     lock_retention: Option<u64>,
+    /// Serve only the API routes up to this protocol version, as an older git-annex
+    /// would (for tests of clients' version fallback).
+    #[arg(long = "max-version", hide = true, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=4))]
+    max_version: u8,
     /// Log debugging information (as ANNEXGATE_LOG=debug).
     #[arg(long)]
     debug: bool,
@@ -133,6 +137,7 @@ fn main() {
             .lock_retention
             .map(std::time::Duration::from_secs)
             .unwrap_or(annexgate::http::LOCK_RETENTION),
+        max_version: args.max_version,
         ..Default::default()
     };
     std::process::exit(annexgate::http::main(opts));

@@ -12,9 +12,10 @@
 //!
 //! Nodes by kind of remote: the gateway itself and local git repositories are served
 //! directly from their object stores ([`AnnexRepo`]; a local node's changes are recorded
-//! in its own branch and in the gateway's), `directory` special remotes by [`Directory`];
-//! location changes go to the gateway's branch through one batched [`Recorder`]; ssh
-//! remotes by [`P2pNode`], each wait bounded by `annexgate.node-timeout`. A node that
+//! in its own branch and in the gateway's), ssh remotes by [`P2pNode`] (each wait bounded
+//! by `annexgate.node-timeout`), remotes with an `annex+http(s)` URL by [`HttpNode`]
+//! (sharing one [`HttpPool`]), `directory` special remotes by [`Directory`]; location
+//! changes go to the gateway's branch through one batched [`Recorder`]. A node that
 //! cannot be set up at all (its repository gone) is an [`Unavailable`] member of its
 //! cluster, failing each request.
 
@@ -35,9 +36,12 @@ use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EnginePlacement, Wanting};
 use crate::node::directory::{Directory, DirectoryConfig};
+use crate::node::http::{
+    CredentialHelper, HttpNode, HttpNodeConfig, HttpPool, HttpPoolOptions, P2pHttpUrl,
+};
 use crate::node::p2p::{P2pEndpoint, P2pNode, P2pNodeConfig};
 use crate::node::unavailable::Unavailable;
-use crate::node::{LocationSink, Node, NodeError};
+use crate::node::{ChunkLog, LocationSink, Node, NodeError};
 use crate::placement::Engine;
 use crate::types::{Key, Uuid};
 
@@ -62,6 +66,8 @@ pub enum GatewayError {
     NotAnnex,
     #[error("expected repository UUID {expected} but found UUID {found}")]
     UnexpectedUuid { expected: String, found: Uuid },
+    #[error("expected repository UUID {expected} but found uninitialized repository")]
+    Uninitialised { expected: String },
     #[error("not configured to proxy for repository {description}")]
     NotProxied { description: String },
     #[error("bad repository configuration: {0}")]
@@ -83,11 +89,79 @@ pub struct Gateway {
     config: GitConfig,
     uuid: Uuid,
     view: OnceLock<Result<GatewayView, String>>,
-    recorder: OnceLock<Result<Arc<Recorder>, String>>,
+    recorder: Arc<LazyRecorder>,
     local: OnceLock<Arc<AnnexRepo>>,
     wanting: OnceLock<Arc<dyn Wanting>>,
+    /// The HTTP client every `annex+http` node of this gateway shares (made on first use).
+    http_pool: OnceLock<Result<HttpPool, String>>,
     /// Recorders of local node repositories (their own branches), by git dir.
-    node_recorders: Mutex<BTreeMap<PathBuf, Arc<Recorder>>>,
+    node_recorders: Mutex<BTreeMap<PathBuf, Arc<LazyRecorder>>>,
+}
+
+/// A repository's [`Recorder`], made when the first location change arrives: a session
+/// that only reads never opens the git-annex branch or starts the recorder's thread.
+struct LazyRecorder {
+    git_dir: PathBuf,
+    cell: OnceLock<Result<Arc<Recorder>, String>>,
+}
+
+impl LazyRecorder {
+    fn new(git_dir: &Path) -> LazyRecorder {
+        LazyRecorder {
+            git_dir: git_dir.to_path_buf(),
+            cell: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<Arc<Recorder>, GatewayError> {
+        match self.cell.get_or_init(|| {
+            Recorder::new(&self.git_dir)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(r) => Ok(Arc::clone(r)),
+            Err(e) => Err(GatewayError::Config(e.clone())),
+        }
+    }
+
+    fn flush(&self) -> Result<(), GatewayError> {
+        match self.cell.get() {
+            None => Ok(()),
+            Some(Ok(r)) => r.flush().map(|_| ()).map_err(GatewayError::from),
+            // Changes were dropped: say so once more at the end.
+            Some(Err(e)) => Err(GatewayError::Config(e.clone())),
+        }
+    }
+}
+
+impl LocationSink for LazyRecorder {
+    fn record(&self, key: &Key, uuid: &Uuid, present: bool) {
+        match self.get() {
+            Ok(r) => r.record_location(key, uuid, present),
+            Err(e) => tracing::error!(
+                "cannot record that {uuid} {} {key}: {e}",
+                if present { "has" } else { "lacks" }
+            ),
+        }
+    }
+}
+
+impl ChunkLog for LazyRecorder {
+    fn chunks(&self, remote: &Uuid, key: &Key) -> Vec<(u64, u64)> {
+        match self.get() {
+            Ok(r) => r.chunk_counts(remote, key),
+            Err(e) => {
+                tracing::error!("cannot read the chunk log of {key}: {e}");
+                Vec::new()
+            }
+        }
+    }
+    fn record_chunks(&self, remote: &Uuid, key: &Key, chunk_size: u64, count: u64) {
+        match self.get() {
+            Ok(r) => r.record_chunk_count(key, remote, chunk_size, count),
+            Err(e) => tracing::error!("cannot record chunks of {key}: {e}"),
+        }
+    }
 }
 
 impl Gateway {
@@ -95,15 +169,17 @@ impl Gateway {
     pub fn open(repo: GitRepo) -> Result<Gateway, GatewayError> {
         let config = repo.config()?;
         let uuid = config.annex_uuid().ok_or(GatewayError::NotAnnex)?;
+        let recorder = Arc::new(LazyRecorder::new(repo.git_dir()));
         Ok(Gateway {
             git_dir: repo.git_dir().to_path_buf(),
             repo: Mutex::new(repo),
             config,
             uuid,
             view: OnceLock::new(),
-            recorder: OnceLock::new(),
+            recorder,
             local: OnceLock::new(),
             wanting: OnceLock::new(),
+            http_pool: OnceLock::new(),
             node_recorders: Mutex::new(BTreeMap::new()),
         })
     }
@@ -246,7 +322,7 @@ impl Gateway {
             jobs,
             ..ClusterOptions::default()
         };
-        let records = self.recorder().map_err(|e| unreachable(&e))?;
+        let records = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
         let cluster = Cluster::new(
             uuid.clone(),
             name,
@@ -307,13 +383,10 @@ impl Gateway {
                 let node_git_dir = repo.git_dir().to_path_buf();
                 let acfg = AnnexRepoConfig::from_git_config(&node_git_dir, |k| cfg.get(k))
                     .map_err(|e| unreachable(&e))?;
-                let own = self
-                    .node_recorder(&node_git_dir)
-                    .map_err(|e| unreachable(&e))?;
-                let gw = self.recorder().map_err(|e| unreachable(&e))?;
+                let own = self.node_recorder(&node_git_dir);
                 let sink = Arc::new(TeeSink(vec![
                     own as Arc<dyn LocationSink>,
-                    gw as Arc<dyn LocationSink>,
+                    Arc::clone(&self.recorder) as Arc<dyn LocationSink>,
                 ]));
                 let mut acfg = acfg;
                 acfg.name = r.name.clone();
@@ -324,11 +397,10 @@ impl Gateway {
                 let mut dcfg = DirectoryConfig::from_remote_config(uuid, config, dir)
                     .map_err(|e| unreachable(&e))?;
                 dcfg.name = r.name.clone();
-                let rec = self.recorder().map_err(|e| unreachable(&e))?;
                 Ok(Arc::new(Directory::new(
                     dcfg,
-                    Arc::clone(&rec) as Arc<dyn LocationSink>,
-                    rec,
+                    Arc::clone(&self.recorder) as Arc<dyn LocationSink>,
+                    Arc::clone(&self.recorder) as Arc<dyn ChunkLog>,
                 )))
             }
             RemoteKind::Special { kind, .. } => Err(NodeError::Unsupported {
@@ -364,14 +436,42 @@ impl Gateway {
                     bypass.push(self.uuid.clone());
                 }
                 cfg.bypass = bypass;
-                cfg.locations = self.recorder().map_err(|e| unreachable(&e))?;
+                cfg.locations = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
                 Ok(Arc::new(P2pNode::new(cfg)))
             }
-            RemoteKind::Http(_) | RemoteKind::Other(_) => Err(NodeError::Unsupported {
+            RemoteKind::Http(annexurl) => {
+                let url = P2pHttpUrl::parse(annexurl).map_err(|e| unreachable(&e))?;
+                let pool = self.http_pool().map_err(|e| unreachable(&e))?;
+                let mut cfg = HttpNodeConfig::new(uuid, r.name.clone(), url, self.uuid.clone());
+                // Credentials are asked for the git URL when the annex URL shares its host.
+                cfg.git_url = r.settings.get("url").cloned();
+                let mut bypass: Vec<Uuid> = bypass.to_vec();
+                if !bypass.contains(&self.uuid) {
+                    bypass.push(self.uuid.clone());
+                }
+                cfg.bypass = bypass;
+                cfg.locations = Arc::clone(&self.recorder) as Arc<dyn LocationSink>;
+                Ok(Arc::new(HttpNode::new(cfg, pool)))
+            }
+            RemoteKind::Other(_) => Err(NodeError::Unsupported {
                 node: r.name.clone(),
                 what: "this kind of remote",
             }),
         }
+    }
+
+    /// The HTTP client shared by the gateway's `annex+http` nodes: connections are kept
+    /// and reused across nodes and sessions; credentials come from the gateway's git
+    /// config (`credential.helper`).
+    pub fn http_pool(&self) -> Result<HttpPool, GatewayError> {
+        let p = self.http_pool.get_or_init(|| {
+            HttpPool::new(HttpPoolOptions {
+                credentials: CredentialHelper::new(Some(self.git_dir.clone())),
+                ..HttpPoolOptions::default()
+            })
+            .map_err(|e| e.to_string())
+        });
+        p.clone().map_err(GatewayError::Config)
     }
 
     /// `annexgate.node-timeout` (seconds, decimals allowed): how long a node reached over
@@ -405,44 +505,30 @@ impl Gateway {
     /// Where location changes made through this gateway are recorded: its git-annex
     /// branch, in batches.
     pub fn location_sink(&self) -> Result<Arc<dyn LocationSink>, GatewayError> {
-        Ok(self.recorder()? as Arc<dyn LocationSink>)
+        Ok(Arc::clone(&self.recorder) as Arc<dyn LocationSink>)
     }
 
-    /// The gateway's recorder (opened on first use: sessions that change nothing never
-    /// start its thread).
+    /// The recorder of the gateway's git-annex branch, started now if it was not yet.
     pub fn recorder(&self) -> Result<Arc<Recorder>, GatewayError> {
-        match self.recorder.get_or_init(|| {
-            Recorder::new(&self.git_dir)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        }) {
-            Ok(r) => Ok(Arc::clone(r)),
-            Err(e) => Err(GatewayError::Config(e.clone())),
-        }
+        self.recorder.get()
     }
 
-    fn node_recorder(&self, git_dir: &Path) -> Result<Arc<Recorder>, GatewayError> {
+    /// The (lazy) recorder of a local node repository's own branch.
+    fn node_recorder(&self, git_dir: &Path) -> Arc<LazyRecorder> {
         let mut m = self
             .node_recorders
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = m.get(git_dir) {
-            return Ok(Arc::clone(r));
-        }
-        let r = Arc::new(Recorder::new(git_dir)?);
-        m.insert(git_dir.to_path_buf(), Arc::clone(&r));
-        Ok(r)
+        Arc::clone(
+            m.entry(git_dir.to_path_buf())
+                .or_insert_with(|| Arc::new(LazyRecorder::new(git_dir))),
+        )
     }
 
     /// Commit every pending location change now (the gateway's and its local nodes').
     pub fn flush(&self) -> Result<(), GatewayError> {
-        let mut first_err = None;
-        if let Some(Ok(r)) = self.recorder.get() {
-            if let Err(e) = r.flush() {
-                first_err.get_or_insert(e);
-            }
-        }
-        let nodes: Vec<Arc<Recorder>> = self
+        let mut first_err: Option<GatewayError> = self.recorder.flush().err();
+        let nodes: Vec<Arc<LazyRecorder>> = self
             .node_recorders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -455,7 +541,7 @@ impl Gateway {
             }
         }
         match first_err {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -550,6 +636,34 @@ impl LocationSink for TeeSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session that only reads must not open the git-annex branch or start the
+    /// recorder's thread (it used to, for every session, when the node was made).
+    #[tokio::test]
+    async fn reading_does_not_start_the_recorder() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init_bare(dir.path()).unwrap();
+        let mut cfg = repo.config().unwrap();
+        cfg.set_str("annex.uuid", "5b0d7f4a-0000-4000-8000-000000000001")
+            .unwrap();
+        cfg.set_str("annex.version", "10").unwrap();
+        // No git-annex branch at all: making a Recorder would fail.
+        let gw = Arc::new(Gateway::open(GitRepo::open(dir.path()).unwrap()).unwrap());
+        let node = gw.node_for(&Target::Local, &[]).unwrap();
+        let key = Key::from_str("SHA256E-s5--abc.txt").unwrap();
+        assert!(!node.check_present(&key).await.unwrap());
+        assert!(node
+            .get(&key, 0, &crate::types::AssociatedFile::none())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(gw.recorder.cell.get().is_none(), "recorder started");
+        gw.flush().unwrap();
+        // The first change tries to start it; here that fails, and flush says so.
+        gw.location_sink().unwrap().record(&key, gw.uuid(), true);
+        assert!(gw.recorder.cell.get().is_some());
+        assert!(gw.flush().is_err());
+    }
 
     #[test]
     fn node_timeout_values() {

@@ -242,6 +242,13 @@ fn priority(status: u16) -> u8 {
 
 /// Route a request.
 pub fn route(req: &RequestParts<'_>) -> Result<Routed, HttpError> {
+    route_limited(req, 4)
+}
+
+/// Route a request as a server that has only the routes up to protocol version
+/// `max_version` would (a git-annex older than the API's newest version answers newer
+/// requests `400 bad version` where older routes of the endpoint exist, else `404`).
+pub fn route_limited(req: &RequestParts<'_>, max_version: u8) -> Result<Routed, HttpError> {
     let mut segs = path_segments(req.path);
     if segs.len() > 1 && segs.last().is_some_and(|s| s.is_empty()) {
         segs.pop();
@@ -249,7 +256,7 @@ pub fn route(req: &RequestParts<'_>) -> Result<Routed, HttpError> {
     let query = parse_query(req.query.unwrap_or(""));
     let mut best: Option<HttpError> = None;
     for &(ep, version) in ROUTES {
-        if !shape_fits(&segs, ep, version) {
+        if version.is_some_and(|v| v > max_version) || !shape_fits(&segs, ep, version) {
             continue;
         }
         match try_route(req, &segs, &query, ep, version) {

@@ -69,6 +69,9 @@ pub struct HttpOptions {
     pub lock_retention: Duration,
     /// Commit location changes to the git-annex branch after this much idle time.
     pub commit_idle: Duration,
+    /// Serve only the API routes up to this protocol version, as an older server would
+    /// (tests of clients' version fallback). Default 4.
+    pub max_version: u8,
 }
 
 impl Default for HttpOptions {
@@ -90,6 +93,7 @@ impl Default for HttpOptions {
             repository: None,
             lock_retention: LOCK_RETENTION,
             commit_idle: Duration::from_secs(1),
+            max_version: 4,
         }
     }
 }
@@ -495,7 +499,7 @@ async fn handle(shared: Arc<Shared>, secure: bool, req: Request<Incoming>) -> Re
             query: parts.uri.query(),
             header: &header,
         };
-        route::route(&rp)
+        route::route_limited(&rp, shared.opts.max_version)
     };
     let routed = match routed {
         Ok(r) => r,

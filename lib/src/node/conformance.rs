@@ -7,7 +7,8 @@
 //!   offset, past the end included), and is gone after a removal; storing it again is
 //!   `AlreadyHave`; absent content is absent everywhere (no download, no lock, removal
 //!   succeeds);
-//! * content that does not match its key is never stored and leaves no partial upload;
+//! * content that does not match its key is never stored and leaves no partial upload
+//!   (sent as valid, and sent as invalid);
 //! * an upload that ends early is resumed from where it stopped (`Caps::resume`);
 //! * a held lock keeps content from removal until released (`Caps::lock`);
 //! * a removal deadline at or before the node's clock is refused, a later one honoured;
@@ -119,6 +120,7 @@ pub fn cases() -> Vec<Case> {
         case!(empty_content, Need::Nothing),
         case!(already_have, Need::Nothing),
         case!(verification_failure_leaves_nothing, Need::Nothing),
+        case!(invalid_upload_leaves_nothing, Need::Nothing),
         case!(resume_after_abort, Need::Resume),
         case!(data_present_of_absent_content, Need::Nothing),
         case!(lock_blocks_removal, Need::Lock),
@@ -379,36 +381,46 @@ async fn already_have(node: Arc<dyn Node>) -> Result<(), String> {
 }
 
 async fn verification_failure_leaves_nothing(node: Arc<dyn Node>) -> Result<(), String> {
+    wrong_bytes_leave_nothing(node, Validity::Valid).await
+}
+
+/// Apart from [`verification_failure_leaves_nothing`] because p2phttp cannot keep this
+/// part of the contract: its only way to say INVALID is a body one byte short, which a
+/// server cannot tell from an interrupted upload, so it keeps those bytes for a resume
+/// (git-annex's server as ours).
+async fn invalid_upload_leaves_nothing(node: Arc<dyn Node>) -> Result<(), String> {
+    wrong_bytes_leave_nothing(node, Validity::Invalid).await
+}
+
+async fn wrong_bytes_leave_nothing(node: Arc<dyn Node>, v: Validity) -> Result<(), String> {
     let data = test_data(20_000, 5);
     let key = key_for(&data);
     let mut wrong = data.clone();
     wrong[12_345] ^= 0x55;
-    for v in [Validity::Valid, Validity::Invalid] {
-        let stored = match store_chunked(&*node, &key, &wrong, v, 7000).await {
-            Ok(s) => s.stored,
-            Err(_) => false,
-        };
-        ensure!(!stored, "wrong bytes sent as {v:?} were stored");
-        ensure!(
-            !present(&*node, &key).await?,
-            "wrong bytes sent as {v:?} made the content present"
-        );
-        ensure!(
-            fetch(&*node, &key, 0).await?.is_none(),
-            "wrong bytes sent as {v:?} can be downloaded"
-        );
-        match node.put(&key, &af()).await.map_err(show("put"))? {
-            PutStart::AlreadyHave { .. } => {
-                return Err(format!("after wrong bytes ({v:?}): AlreadyHave"))
-            }
-            PutStart::Accept(s) => {
-                let offset = s.offset();
-                s.abort().await;
-                ensure!(
-                    offset == 0,
-                    "after wrong bytes ({v:?}) an upload resumes at {offset}: the bad partial was kept"
-                );
-            }
+    let stored = match store_chunked(&*node, &key, &wrong, v, 7000).await {
+        Ok(s) => s.stored,
+        Err(_) => false,
+    };
+    ensure!(!stored, "wrong bytes sent as {v:?} were stored");
+    ensure!(
+        !present(&*node, &key).await?,
+        "wrong bytes sent as {v:?} made the content present"
+    );
+    ensure!(
+        fetch(&*node, &key, 0).await?.is_none(),
+        "wrong bytes sent as {v:?} can be downloaded"
+    );
+    match node.put(&key, &af()).await.map_err(show("put"))? {
+        PutStart::AlreadyHave { .. } => {
+            return Err(format!("after wrong bytes ({v:?}): AlreadyHave"))
+        }
+        PutStart::Accept(s) => {
+            let offset = s.offset();
+            s.abort().await;
+            ensure!(
+                offset == 0,
+                "after wrong bytes ({v:?}) an upload resumes at {offset}: the bad partial was kept"
+            );
         }
     }
     // The right bytes are still welcome.

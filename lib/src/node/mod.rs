@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod conformance;
 pub mod directory;
 pub mod error;
+pub mod http;
 pub(crate) mod localfs;
 pub mod lock;
 pub mod memory;

@@ -154,6 +154,7 @@ mod tests {
             .args(["init", "-q"])
             .current_dir(dir.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir.path())
             .status()
             .unwrap();
         assert!(ok.success());

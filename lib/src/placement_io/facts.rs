@@ -51,8 +51,9 @@ pub struct RepoNames {
 }
 
 impl RepoNames {
-    /// A repository named as git-annex accepts it: `here`, a remote name, a UUID, or a
-    /// description (the first that matches, in that order).
+    /// A repository named as git-annex accepts it: `here`, a remote name, a known UUID, or
+    /// a description (the first that matches, in that order); failing those, anything
+    /// shaped like a UUID.
     pub fn resolve(&self, name: &str) -> Option<Uuid> {
         if name == "here" || name == "." {
             return self.here.clone();
@@ -72,7 +73,10 @@ impl RepoNames {
             .map(|(u, _)| u.clone());
         match (by_desc.next(), by_desc.next()) {
             (Some(u), None) => Some(u),
-            _ => Uuid::parse(name).ok(),
+            // A UUID nobody described yet is still a UUID.
+            _ => looks_like_uuid(name)
+                .then(|| Uuid::parse(name).ok())
+                .flatten(),
         }
     }
 
@@ -91,6 +95,16 @@ impl RepoNames {
         }
         self.descriptions.get(u).cloned()
     }
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn looks_like_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Everything loaded for placement decisions in one repository.

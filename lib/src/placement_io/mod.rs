@@ -125,3 +125,6 @@ impl<'v, 'r> Context<'v, 'r> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

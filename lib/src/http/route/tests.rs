@@ -446,3 +446,38 @@ fn integers_as_haskell_reads_them() {
     assert_eq!(parse_integer(""), None);
     assert_eq!(parse_integer("1e3"), None);
 }
+
+#[test]
+fn a_server_limited_to_older_versions_answers_as_an_older_git_annex() {
+    let limited = |max: u8, method: &str, target: &str| {
+        let header = |_: &str| None;
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        route_limited(
+            &RequestParts {
+                method,
+                path,
+                query: Some(query),
+                header: &header,
+            },
+            max,
+        )
+    };
+    let q = format!("?key={K}&clientuuid={C}");
+    // Older routes of the endpoint exist: their version capture fails.
+    let e = limited(2, "POST", &format!("/git-annex/{U}/v4/checkpresent{q}")).unwrap_err();
+    assert_eq!((e.status, e.body.as_str()), (400, "bad version"));
+    // No route of the endpoint is left: nothing fits.
+    let e = limited(
+        2,
+        "POST",
+        &format!("/git-annex/{U}/v3/gettimestamp?clientuuid={C}"),
+    )
+    .unwrap_err();
+    assert_eq!(e.status, 404);
+    let e = limited(0, "POST", &format!("/git-annex/{U}/v1/putoffset{q}")).unwrap_err();
+    assert_eq!(e.status, 404);
+    let r = limited(2, "POST", &format!("/git-annex/{U}/v2/checkpresent{q}")).unwrap();
+    assert_eq!(r.version, Some(2));
+    let r = limited(0, "GET", &format!("/git-annex/{U}/key/{K}")).unwrap();
+    assert_eq!(r.version, None, "the unversioned GET stays");
+}
