@@ -958,20 +958,38 @@ fn two_gateways_for_one_cluster() {
 
 // ---- a disk that fills during an upload ----
 
-/// A tmpfs of a given size mounted on a directory while this lives (tests run as root).
+/// A tmpfs of a given size mounted on a directory while this lives, owned by the user
+/// running the tests (as root directly, else through `sudo -n`, as scripts/setup does).
 struct Tmpfs(PathBuf);
+
+/// `cmd` run as root: directly when the tests are, else through non-interactive sudo.
+fn as_root(cmd: &str) -> std::process::Command {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::process::Command::new(cmd)
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-n", cmd]);
+        c
+    }
+}
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         fs::create_dir_all(dir).expect("creating a mount point");
-        let r = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let r = as_root("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},uid={uid},gid={gid},mode=0755"))
+            .arg("tmpfs")
             .arg(dir)
             .output()
             .expect("running mount");
         assert!(
             r.status.success(),
-            "cannot mount a {size} tmpfs on {} (this test needs root): {}",
+            "cannot mount a {size} tmpfs on {} (this test needs root, or sudo without a \
+             password): {}",
             dir.display(),
             String::from_utf8_lossy(&r.stderr)
         );
@@ -995,10 +1013,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
+        let _ = as_root("umount").arg("-l").arg(&self.0).status();
     }
 }
 
