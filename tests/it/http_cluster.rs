@@ -141,3 +141,62 @@ fn tutorial_over_annexgate_http() {
     eprintln!("cluster tutorial over annexgate-http:\n{ours}");
     assert_same_outcome("cluster tutorial over p2phttp", &reference(), &ours);
 }
+
+/// A node added to the cluster (and a preferred content set on a node) while
+/// annexgate-http runs is used by the next upload, without a restart: the server notices
+/// the gateway's changed set-up.
+#[test]
+fn a_changed_cluster_is_served_without_a_restart() {
+    use crate::cluster_scenarios::{annexgate, gateway_with_nodes, server_repo_with_uuid};
+    use crate::cluster_scenarios::{NodeAccess, NODE_UUIDS};
+    let env = TestEnv::new(Transport::Shim);
+    let (gw, nodes) = gateway_with_nodes(
+        &env,
+        SetupTool::Annexgate,
+        &[NodeAccess::Local, NodeAccess::Local],
+    );
+    let server = Server::start(&env, Impl::Ours, gw.path(), &["--wideopen"], &[]);
+    let client = client_of(&env, &gw, &server);
+    let on = |repos: &[&Repo<'_>], key: &str| -> Vec<String> {
+        repos
+            .iter()
+            .filter(|n| n.find_object(key).is_some())
+            .map(|n| n.name().to_string())
+            .collect()
+    };
+    client.annex(&["copy", "--to", "gwt-mycluster", "f1.txt"]);
+    let k1 = client.key_of("f1.txt");
+    assert_eq!(on(&[&nodes[0], &nodes[1]], &k1), ["node1", "node2"]);
+
+    // node3 joins; node2 stops wanting anything.
+    let node3 = server_repo_with_uuid(&env, "node3", NODE_UUIDS[2]);
+    gw.git(&["remote", "add", "node3", "../node3.git"]);
+    gw.set_config("remote.node3.annex-uuid", node3.uuid());
+    gw.set_config("remote.node3.annex-cluster-node", "mycluster");
+    gw.git(&["fetch", "-q", "node3"]);
+    let out = annexgate(&env, &gw, &["cluster", "update"]);
+    assert!(out.contains("Added node node3"), "{out}");
+    gw.annex(&["wanted", "node2", "nothing"]);
+    // The server looks at a repository's set-up at most once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+
+    client.annex(&["copy", "--to", "gwt-mycluster", "f2.txt"]);
+    let k2 = client.key_of("f2.txt");
+    assert_eq!(
+        on(&[&nodes[0], &nodes[1], &node3], &k2),
+        ["node1", "node3"],
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("changed; serving it with what it is now"),
+        "{}",
+        server.log_text()
+    );
+    // Uploads to the new node are recorded on the gateway's branch too.
+    crate::http::support::eventually(10, "node3 recorded for f2", || {
+        crate::http::support::committed_locations(&gw, &k2).contains(&node3.uuid().to_string())
+    });
+}

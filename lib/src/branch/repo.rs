@@ -473,6 +473,48 @@ impl GitRepo {
         Ok(out)
     }
 
+    /// A summary of what decides how this repository serves as a gateway: its git config
+    /// files, the journal directory, and the top-level logs (`uuid.log`, `group.log`,
+    /// preferred content, `maxsize.log`, `proxy.log`, `cluster.log`, ...) of every
+    /// git-annex branch ref. Location logs live in subdirectories, so recording locations
+    /// leaves it as it is. Two equal values: none of that changed in between.
+    pub fn setup_fingerprint(&self) -> Result<u64, RepoError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in [
+            self.common_dir.join("config"),
+            self.git_dir.join("config"),
+            self.annex_dir().join("journal"),
+        ] {
+            match fs::metadata(&p) {
+                Ok(m) => (m.len(), m.modified().ok()).hash(&mut h),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0u8.hash(&mut h),
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        let mut tops: Vec<(Vec<u8>, Oid)> = Vec::new();
+        let refs = self.repo.references().map_err(git("listing refs"))?;
+        for r in refs {
+            let r = r.map_err(git("listing refs"))?;
+            let name = r.name_bytes();
+            if name != BRANCH_REF.as_bytes() && !name.ends_with(b"/git-annex") {
+                continue;
+            }
+            let Ok(tree) = r.peel_to_tree() else {
+                continue;
+            };
+            for e in tree.iter() {
+                if e.kind() == Some(git2::ObjectType::Blob) {
+                    tops.push((e.name_bytes().to_vec(), e.id()));
+                }
+            }
+        }
+        tops.sort();
+        tops.dedup();
+        tops.hash(&mut h);
+        Ok(h.finish())
+    }
+
     // ---------------------------------------------------------------- work tree files
 
     /// The entries of the git index (stage 0 only), in index order: what `git ls-files`

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -136,10 +136,18 @@ pub enum HttpServerError {
 // ---------------------------------------------------------------------------------------
 // Repositories
 
+/// How often a served repository is looked at for a changed set-up (remotes, clusters,
+/// placement facts): at most once per this interval, on a request for it.
+const SETUP_CHECK: Duration = Duration::from_secs(1);
+
 /// One served repository.
 struct Repo {
     path: PathBuf,
-    gw: Arc<Gateway>,
+    /// The gateway serving it, opened anew when its set-up changes.
+    gw: RwLock<Arc<Gateway>>,
+    /// When the set-up was last looked at, and what it was then
+    /// ([`GitRepo::setup_fingerprint`]).
+    setup: Mutex<(Instant, u64)>,
     locks: Mutex<HashMap<String, LockEntry>>,
     /// Requests changing locations in progress, and whether any ran since the last
     /// commit; the committer task waits on `wake`.
@@ -171,18 +179,83 @@ impl Repo {
             detail: e.to_string(),
         })?;
         let git_dir = repo.git_dir().to_path_buf();
+        let fingerprint = repo.setup_fingerprint().unwrap_or(0);
         let gw = Gateway::open(repo).map_err(|e| HttpServerError::Repo {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
         Ok(Repo {
             path: std::fs::canonicalize(&git_dir).unwrap_or(git_dir),
-            gw: Arc::new(gw),
+            gw: RwLock::new(Arc::new(gw)),
+            setup: Mutex::new((Instant::now(), fingerprint)),
             locks: Mutex::new(HashMap::new()),
             changing: AtomicUsize::new(0),
             dirty: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The gateway now serving this repository.
+    fn gw(&self) -> Arc<Gateway> {
+        Arc::clone(&self.gw.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether the set-up is due to be looked at again.
+    fn setup_check_due(&self) -> bool {
+        self.setup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .elapsed()
+            >= SETUP_CHECK
+    }
+
+    /// Look at the repository's set-up (blocking git I/O); if it changed since the last
+    /// look, serve it with a new gateway, so that new nodes and clusters, changed
+    /// preferred content or maxsize take effect without a restart. Requests already
+    /// running finish on the old gateway, whose recorded locations are committed as
+    /// usual. Returns whether the gateway was replaced.
+    fn refresh_setup(&self) -> bool {
+        let mut setup = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+        if setup.0.elapsed() < SETUP_CHECK {
+            return false;
+        }
+        setup.0 = Instant::now();
+        let old = self.gw();
+        let now = match old.with_repo(GitRepo::setup_fingerprint) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("looking at the set-up of {}: {e}", self.path.display());
+                return false;
+            }
+        };
+        if now == setup.1 {
+            return false;
+        }
+        let new = GitRepo::open(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|r| Gateway::open(r).map_err(|e| e.to_string()));
+        match new {
+            Ok(gw) => {
+                tracing::info!(
+                    "the set-up of {} changed; serving it with what it is now",
+                    self.path.display()
+                );
+                *self.gw.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gw);
+                setup.1 = now;
+                if let Err(e) = old.flush() {
+                    tracing::error!(
+                        "recording locations in the git-annex branch of {} failed: {e}",
+                        self.path.display()
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!("reopening {}: {e}", self.path.display());
+                false
+            }
+        }
     }
 
     fn begin_change(self: &Arc<Repo>) -> ChangeGuard {
@@ -211,7 +284,7 @@ impl Repo {
     }
 
     async fn flush(&self) {
-        let gw = self.gw.clone();
+        let gw = self.gw();
         match tokio::task::spawn_blocking(move || gw.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(
@@ -277,7 +350,7 @@ impl Shared {
         tracing::info!(
             "serving {} as {}",
             repo.path.display(),
-            repo.gw.uuid().as_str()
+            repo.gw().uuid().as_str()
         );
         let task = tokio::spawn(
             repo.clone()
@@ -290,7 +363,7 @@ impl Shared {
         let mut repos = self.repos.write().unwrap_or_else(|p| p.into_inner());
         repos
             .by_uuid
-            .insert(repo.gw.uuid().to_string(), (repo.clone(), Target::Local));
+            .insert(repo.gw().uuid().to_string(), (repo.clone(), Target::Local));
         repos.list.push(repo.clone());
         repo
     }
@@ -300,12 +373,18 @@ impl Shared {
         let cached = self.repos().by_uuid.get(uuid).cloned();
         if let Some(hit) = cached {
             if hit.0.path.exists() || self.opts.directories.is_empty() {
-                return Some(hit);
+                if !self.refresh(&hit.0).await {
+                    return Some(hit);
+                }
+            } else {
+                // A repository deleted from a served directory is no longer served.
+                self.forget(&hit.0);
             }
-            // A repository deleted from a served directory is no longer served.
-            self.forget(&hit.0);
         }
         let list = self.repos().list.clone();
+        for repo in &list {
+            self.refresh(repo).await;
+        }
         if let Some(hit) = resolve_in(&list, uuid).await {
             self.cache(uuid, &hit);
             return Some(hit);
@@ -347,6 +426,25 @@ impl Shared {
         hit
     }
 
+    /// Serve `repo` anew if its set-up changed (looked at no more than once per
+    /// [`SETUP_CHECK`]); what was resolved through its old gateway is forgotten.
+    async fn refresh(&self, repo: &Arc<Repo>) -> bool {
+        if !repo.setup_check_due() {
+            return false;
+        }
+        let r = Arc::clone(repo);
+        let changed = tokio::task::spawn_blocking(move || r.refresh_setup())
+            .await
+            .unwrap_or(false);
+        if changed {
+            let mut repos = self.repos.write().unwrap_or_else(|p| p.into_inner());
+            repos
+                .by_uuid
+                .retain(|_, (r, t)| !Arc::ptr_eq(r, repo) || *t == Target::Local);
+        }
+        changed
+    }
+
     fn forget(&self, repo: &Arc<Repo>) {
         tracing::info!("{} is gone; no longer serving it", repo.path.display());
         let mut repos = self.repos.write().unwrap_or_else(|p| p.into_inner());
@@ -366,7 +464,7 @@ impl Shared {
 /// Ask each repository's gateway whether it serves `uuid` (itself, or as a proxy).
 async fn resolve_in(list: &[Arc<Repo>], uuid: &str) -> Option<(Arc<Repo>, Target)> {
     for repo in list {
-        if repo.gw.uuid().as_str() == uuid {
+        if repo.gw().uuid().as_str() == uuid {
             return Some((repo.clone(), Target::Local));
         }
     }
@@ -374,7 +472,7 @@ async fn resolve_in(list: &[Arc<Repo>], uuid: &str) -> Option<(Arc<Repo>, Target
         return None;
     }
     for repo in list {
-        let gw = repo.gw.clone();
+        let gw = repo.gw();
         let u = uuid.to_string();
         let r = tokio::task::spawn_blocking(move || gw.resolve(Some(&u))).await;
         if let Ok(Ok(target)) = r {
@@ -535,7 +633,7 @@ async fn handle(shared: Arc<Shared>, secure: bool, req: Request<Incoming>) -> Re
         .filter_map(|b| Uuid::parse(b).ok())
         .collect();
     let node = {
-        let gw = repo.gw.clone();
+        let gw = repo.gw();
         let (t, b) = (target.clone(), bypass.clone());
         match tokio::task::spawn_blocking(move || gw.node_for(&t, &b)).await {
             Ok(Ok(n)) => n,
@@ -543,7 +641,7 @@ async fn handle(shared: Arc<Shared>, secure: bool, req: Request<Incoming>) -> Re
             Err(e) => return server_error(e.to_string()),
         }
     };
-    let served = repo.gw.target_uuid(&target).clone();
+    let served = repo.gw().target_uuid(&target).clone();
     let version = routed.version.unwrap_or(0);
     let start = || Exchange::start(served.clone(), mode, version, bypass.clone(), node.clone());
     if let Call::LockContent { key } = &routed.call {
