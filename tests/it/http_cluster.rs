@@ -1,8 +1,8 @@
 //! git-annex's cluster tutorial over p2phttp: a real git-annex client whose gateway remote
 //! has an `annex+http` URL, served by `git annex p2phttp` (the reference) or by
 //! annexgate-http, the gateway proxying a cluster of three local nodes (no preferred
-//! content: every node wants everything; the gateway does not place by preferred content
-//! yet). Copy, get, drop and move go through `gwt-mycluster`; local drops
+//! content: every node wants everything). Copy, get, drop and move go through
+//! `gwt-mycluster`; local drops
 //! lock node copies through the gateway over HTTP (lockcontent + keeplocked). Both runs
 //! must give the same outcome.
 
