@@ -42,6 +42,9 @@ enum Fault {
     Error,
     /// The real shell, seeing only the first N bytes the gateway sends (a connection cut).
     CutAfter(u64),
+    /// The real shell, of whose output the gateway sees only the first N bytes (a
+    /// connection cut while the node sends).
+    CutOutputAfter(u64),
 }
 
 /// The text a faulty node says on stderr and in its `ERROR` replies.
@@ -103,6 +106,10 @@ case $mode in
   cut:*)
     {pass_first} "${{mode#cut:}}" | "$real" "$@"
     exit $? ;;
+  cutout:*)
+    # The node goes away once the bytes are out (whatever the real shell does then).
+    "$real" "$@" | {{ {pass_first} "${{mode#cutout:}}"; kill -9 $$; }}
+    exit 1 ;;
   *)
     exec "$real" "$@" ;;
 esac
@@ -127,6 +134,7 @@ esac
             Fault::Mute => "mute".into(),
             Fault::Error => "error".into(),
             Fault::CutAfter(n) => format!("cut:{n}"),
+            Fault::CutOutputAfter(n) => format!("cutout:{n}"),
         };
         fs::write(&self.mode, text).expect("writing a fault mode");
     }
@@ -379,6 +387,61 @@ mod mid_put {
     fn node_connection_cut() {
         compare("node_cut_mid_put", node_cut_mid_put);
     }
+}
+
+// ---- a node failing in the middle of a download ----
+
+/// node3 (over ssh, the cheapest node) holds the key with node1; its connection breaks
+/// 100 kB into sending a 300 kB object. The gateway continues the download from node1 at
+/// the offset reached, so the client's one `GET` succeeds, with the right content, and
+/// it never starts over. (git-annex's gateway fails that download, and the client has
+/// to try again.)
+#[test]
+fn download_continues_from_another_node_when_one_breaks_midway() {
+    let env = TestEnv::new(Transport::Shim);
+    let faulty = FaultyShell::new(&env, "node3", NODE_UUIDS[2], &tools().git_annex_shell);
+    let access = [NodeAccess::Local, NodeAccess::Local, faulty.access()];
+    let (gw, nodes) = gateway_with_nodes(&env, SetupTool::GitAnnex, &access);
+    let big = pseudo_random(300_000, 11);
+    let files = vec![("big.bin", big.clone())];
+    let client = client_with(&env, &gw, ShellImpl::AnnexgateShell, &files, 3, None);
+    let key = client.key_of("big.bin");
+    client.annex(&["copy", "--to", "gw-node1", "big.bin"]);
+    client.annex(&["copy", "--to", "gw-node3", "big.bin"]);
+    assert!(nodes[1].object_content(&key).is_none());
+    // The gateway prefers node3.
+    gw.set_config("remote.node3.annex-cost", "10");
+    client.annex(&["drop", "--force", "big.bin"]);
+
+    faulty.set(Fault::CutOutputAfter(100_000));
+    let r = client.try_annex(&[
+        "get",
+        "--from",
+        "gw-mycluster",
+        "--debug",
+        "--debugfilter=P2P.IO",
+        "big.bin",
+    ]);
+    assert_eq!(r.code, Some(0), "get failed:\n{}", r.stderr);
+    assert_eq!(
+        fs::read(client.path().join("big.bin")).unwrap(),
+        big,
+        "content after get"
+    );
+    let trace = client_p2p_trace(&r.stderr);
+    let gets: Vec<&String> = trace.iter().filter(|m| m.starts_with("> GET ")).collect();
+    assert_eq!(gets.len(), 1, "the client asked more than once: {trace:?}");
+    assert!(
+        gets[0].starts_with("> GET 0 "),
+        "the client did not start at 0: {trace:?}"
+    );
+    // node3 really was asked first and broke midway (else this test shows nothing);
+    // the gateway says so on stderr, which reaches the client.
+    assert!(
+        r.stderr.contains("from node3 broke at byte"),
+        "the gateway did not report node3's failure:\n{}",
+        r.stderr
+    );
 }
 
 // ---- a node answering garbage, its own errors, or nothing ----
