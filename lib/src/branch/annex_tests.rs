@@ -922,3 +922,44 @@ fn one_level_branch_hash_repositories() {
     rec.flush().unwrap();
     assert!(a.whereis(&r, &key).contains(u.as_str()));
 }
+
+/// A view asks, for every sibling branch, whether the branch contains it; the answer is
+/// remembered and reused as the branch moves on by single-parent commits. It must stay
+/// right when the branch keeps not containing the sibling, and when it comes to contain it
+/// (fast-forwarded onto it, then committed on top).
+#[test]
+fn sibling_containment_follows_the_branch_as_it_moves() {
+    let a = Annex::new();
+    let ra = a.init("a", "repo a");
+    let key = a.add(&ra, "f.txt", "moving\n");
+    let rb = a.dir("b");
+    a.git(
+        a.tmp.path(),
+        &["clone", "-q", ra.to_str().unwrap(), rb.to_str().unwrap()],
+    );
+    a.annex(&rb, &["init", "repo b"]);
+    a.git(&ra, &["remote", "add", "b", "../b"]);
+    a.git(&ra, &["fetch", "-q", "b"]);
+
+    let repo = GitRepo::open(&ra).unwrap();
+    assert_eq!(repo.view().unwrap().unmerged_siblings().len(), 1);
+    for i in 1..=3 {
+        let u = Uuid::parse(&format!("6666666{i}-2222-3333-4444-555555555555")).unwrap();
+        let rec = Recorder::new(&ra).unwrap();
+        rec.record_location(&key, &u, true);
+        rec.flush().unwrap();
+        let sibs = repo.view().unwrap().unmerged_siblings();
+        assert_eq!(sibs.len(), 1, "after our commit {i}: {sibs:?}");
+    }
+    let side = a
+        .git(&ra, &["rev-parse", "refs/remotes/b/git-annex"])
+        .trim()
+        .to_string();
+    a.git(&ra, &["update-ref", "refs/heads/git-annex", &side]);
+    let u = Uuid::parse("77777777-2222-3333-4444-555555555555").unwrap();
+    let rec = Recorder::new(&ra).unwrap();
+    rec.record_location(&key, &u, true);
+    rec.flush().unwrap();
+    let sibs = repo.view().unwrap().unmerged_siblings();
+    assert!(sibs.is_empty(), "the branch now contains b's: {sibs:?}");
+}

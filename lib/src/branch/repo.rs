@@ -103,7 +103,14 @@ pub struct GitRepo {
     git_dir: PathBuf,
     common_dir: PathBuf,
     work_tree: Option<PathBuf>,
+    /// For each sibling branch commit compared with the branch: the branch commit it was
+    /// last compared with, and whether that commit contains it (see [`Self::contains`]).
+    contains_cache: std::sync::Mutex<std::collections::HashMap<Oid, (Oid, bool)>>,
 }
+
+/// How many single-parent commits [`GitRepo::contains`] follows back from the branch tip
+/// to reach a commit it already compared a sibling with.
+const CONTAINS_WALK: usize = 64;
 
 impl fmt::Debug for GitRepo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -143,7 +150,52 @@ impl GitRepo {
             git_dir,
             common_dir,
             work_tree,
+            contains_cache: Default::default(),
         }
+    }
+
+    /// Whether commit `tip` has `side` among its ancestors (`graph_descendant_of`), cheaply
+    /// when asked again after the branch moved on. A branch view asks this for every
+    /// sibling branch, and a full answer walks the branch's whole history when the sibling
+    /// is not in it; a gateway opens a view per request while its recorder adds commits.
+    /// So each answer is remembered, and for a later tip the single-parent commits back
+    /// from it (the recorder's and git-annex's own commits are such) are followed to the
+    /// remembered commit: the ancestors of `tip` are then those commits plus the
+    /// remembered commit's ancestors. A merge on the way, or a commit farther than
+    /// [`CONTAINS_WALK`], falls back to the full answer.
+    fn contains(&self, tip: Oid, side: Oid) -> Result<bool, git2::Error> {
+        let known = self
+            .contains_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&side).copied());
+        let mut answer = None;
+        if let Some((known_tip, known_answer)) = known {
+            let mut c = tip;
+            for _ in 0..CONTAINS_WALK {
+                if c == side && c != tip {
+                    answer = Some(true);
+                    break;
+                }
+                if c == known_tip {
+                    answer = Some(known_answer);
+                    break;
+                }
+                let commit = self.repo.find_commit(c)?;
+                if commit.parent_count() != 1 {
+                    break;
+                }
+                c = commit.parent_id(0)?;
+            }
+        }
+        let answer = match answer {
+            Some(a) => a,
+            None => self.repo.graph_descendant_of(tip, side)?,
+        };
+        if let Ok(mut cache) = self.contains_cache.lock() {
+            cache.insert(side, (tip, answer));
+        }
+        Ok(answer)
     }
 
     /// The git directory (`.git`, or the repository itself when bare).
@@ -306,8 +358,7 @@ impl GitRepo {
                 continue;
             }
             let contained = self
-                .repo
-                .graph_descendant_of(tip, oid)
+                .contains(tip, oid)
                 .map_err(git("comparing git-annex branches"))?;
             if !contained {
                 out.push((name, ObjectId(oid)));
