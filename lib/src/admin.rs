@@ -43,7 +43,65 @@ pub enum AdminError {
 
 fn open(dir: &Path) -> Result<Gateway, AdminError> {
     let repo = GitRepo::open(dir)?;
+    learn_local_remote_uuids(&repo)?;
     Ok(Gateway::open(repo)?)
+}
+
+/// Git remotes on this machine (a path, or a `file://` URL) whose UUID is not in the git
+/// config yet get it from their own config (`remote.NAME.annex-uuid`), as git-annex
+/// reads a local remote's config whenever it lists remotes. Remotes that git-annex is
+/// told to ignore, and repositories that are not (yet) git-annex repositories, are left
+/// alone. Remotes behind ssh or http still need a `git annex sync` (or the UUID set by
+/// hand) first.
+fn learn_local_remote_uuids(repo: &GitRepo) -> Result<(), AdminError> {
+    let cfg = repo.config()?;
+    let base = repo
+        .work_tree()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo.git_dir().to_path_buf());
+    for name in cfg.remotes() {
+        if cfg.remote(&name, "annex-uuid").is_some()
+            || cfg.get_bool(&format!("remote.{name}.annex-ignore")) == Some(true)
+        {
+            continue;
+        }
+        let Some(url) = cfg.remote(&name, "url") else {
+            continue;
+        };
+        let Some(path) = local_remote_path(&url) else {
+            continue;
+        };
+        let path = base.join(path);
+        let Ok(remote) = GitRepo::open(&path) else {
+            continue;
+        };
+        let uuid = remote
+            .config()
+            .ok()
+            .and_then(|c| c.get("annex.uuid"))
+            .and_then(|u| Uuid::parse(u.trim()).ok());
+        if let Some(u) = uuid {
+            repo.set_config(&format!("remote.{name}.annex-uuid"), u.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+/// The path of a remote URL that names a repository on this machine, as git reads it:
+/// `file://PATH`, or anything without a `scheme://` and without an scp-like `host:` before
+/// its first slash.
+fn local_remote_path(url: &str) -> Option<&str> {
+    if let Some(p) = url.strip_prefix("file://") {
+        return Some(p);
+    }
+    if url.contains("://") {
+        return None;
+    }
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), Some(slash)) if colon < slash => None,
+        (Some(_), None) => None,
+        _ => Some(url),
+    }
 }
 
 /// `initcluster NAME [DESCRIPTION]`: make this repository a gateway for a new cluster.
@@ -350,4 +408,26 @@ pub fn render_status(s: &ClusterStatus) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_remote_path;
+
+    #[test]
+    fn local_remote_paths_as_git_reads_them() {
+        for (url, want) in [
+            ("../node1.git", Some("../node1.git")),
+            ("/srv/annex", Some("/srv/annex")),
+            ("node1", Some("node1")),
+            ("file:///srv/annex", Some("/srv/annex")),
+            ("./a:b", Some("./a:b")),
+            ("host:/srv/annex", None),
+            ("user@host:annex", None),
+            ("ssh://host/srv/annex", None),
+            ("https://host/annex.git", None),
+        ] {
+            assert_eq!(local_remote_path(url), want, "{url}");
+        }
+    }
 }

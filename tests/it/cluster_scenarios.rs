@@ -346,3 +346,42 @@ mod tutorial {
         );
     }
 }
+
+/// Local node remotes added with plain `git remote add` (no `annex-uuid` in the gateway's
+/// config, never fetched): `annexgate cluster update` finds their UUIDs in their own
+/// config and adds them, as `git annex updatecluster` does.
+#[test]
+fn cluster_update_learns_local_node_uuids() {
+    for tool in [SetupTool::GitAnnex, SetupTool::Annexgate] {
+        let env = TestEnv::new(Transport::Shim);
+        let gw = server_repo_with_uuid(&env, "gw", GW_UUID);
+        for (i, u) in NODE_UUIDS.iter().enumerate().take(2) {
+            let name = format!("node{}", i + 1);
+            server_repo_with_uuid(&env, &name, u);
+            gw.git(&["remote", "add", &name, &format!("../{name}.git")]);
+            gw.set_config(&format!("remote.{name}.annex-cluster-node"), "mycluster");
+        }
+        let out = match tool {
+            SetupTool::GitAnnex => {
+                gw.annex(&["initcluster", "mycluster"]);
+                gw.annex(&["updatecluster"]).stdout
+            }
+            SetupTool::Annexgate => {
+                annexgate(&env, &gw, &["cluster", "init", "mycluster"]);
+                annexgate(&env, &gw, &["cluster", "update"])
+            }
+        };
+        for (i, u) in NODE_UUIDS.iter().enumerate().take(2) {
+            assert!(
+                out.contains(&format!("Added node node{} to cluster: mycluster", i + 1)),
+                "{tool:?}:\n{out}"
+            );
+            assert_eq!(
+                gw.git(&["config", &format!("remote.node{}.annex-uuid", i + 1)])
+                    .trim(),
+                *u,
+                "{tool:?}"
+            );
+        }
+    }
+}
