@@ -17,15 +17,19 @@
 //! ```
 //!
 //! Which modules may do I/O: `conn`, `node`, `branch::repo`, `shell` (process set-up),
-//! `placement_io` (placement facts from a repository: branch, config, work tree,
-//! `git check-attr`, the repository size cache), `cli` (the `annexgate` program's
-//! commands) and `logging`. `types`, `proto`, `session`, `placement` and `branch::log` are pure: no files,
+//! `http` (the p2phttp server; its `route` and `auth` parts are pure), `gateway` (opens
+//! repositories and builds nodes), `admin` (cluster set-up), `placement_io` (placement facts
+//! from a repository: branch, config, work tree, `git check-attr`, the repository size
+//! cache), `cli` (the `annexgate` program's commands) and `logging`. `types`, `proto`,
+//! `session`, `placement` and `branch::log` are pure: no files,
 //! sockets, clocks or processes, so they are tested by replaying recorded exchanges.
 
+pub mod admin;
 pub mod branch;
 pub mod cli;
 pub mod conn;
 pub mod gateway;
+pub mod http;
 pub mod logging;
 pub mod node;
 pub mod placement;

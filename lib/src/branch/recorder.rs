@@ -19,10 +19,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::log::paths::{location_log_path, BranchHash};
+use super::log::chunk::{ChunkLog as ChunkLogFile, ChunkMethod};
+use super::log::paths::{key_log_path, location_log_path, BranchHash, KeyLog};
 use super::log::{LocationLog, Timestamp};
 use super::repo::{BranchView, GitRepo, ObjectId, RepoError};
-use crate::node::LocationSink;
+use crate::node::{ChunkLog, LocationSink};
 use crate::types::{Key, Uuid};
 
 /// Errors of the recorder.
@@ -57,7 +58,38 @@ impl Default for RecorderOptions {
     }
 }
 
-type Batch = BTreeMap<Key, BTreeMap<Uuid, bool>>;
+/// Queued changes: location changes, and chunk-log changes of special remotes
+/// (`(remote, chunk size)` -> chunk count) that go into the same commits.
+#[derive(Default)]
+struct Batch {
+    locations: BTreeMap<Key, BTreeMap<Uuid, bool>>,
+    chunks: BTreeMap<Key, BTreeMap<(Uuid, u64), u64>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.locations.is_empty() && self.chunks.is_empty()
+    }
+    fn len(&self) -> usize {
+        self.locations.values().map(|m| m.len()).sum::<usize>()
+            + self.chunks.values().map(|m| m.len()).sum::<usize>()
+    }
+    /// Put back changes of a failed batch, unless newer ones arrived meanwhile.
+    fn restore(&mut self, old: Batch) {
+        for (key, m) in old.locations {
+            let e = self.locations.entry(key).or_default();
+            for (u, p) in m {
+                e.entry(u).or_insert(p);
+            }
+        }
+        for (key, m) in old.chunks {
+            let e = self.chunks.entry(key).or_default();
+            for (f, n) in m {
+                e.entry(f).or_insert(n);
+            }
+        }
+    }
+}
 
 struct State {
     pending: Batch,
@@ -128,7 +160,7 @@ impl Recorder {
             private: cfg.private_uuids(),
             repo: Mutex::new(repo),
             state: Mutex::new(State {
-                pending: Batch::new(),
+                pending: Batch::default(),
                 first_pending: None,
                 retry_at: None,
                 failures: 0,
@@ -158,6 +190,7 @@ impl Recorder {
         }
         let mut st = lock(&self.shared.state);
         st.pending
+            .locations
             .entry(key.clone())
             .or_default()
             .insert(uuid.clone(), present);
@@ -170,11 +203,56 @@ impl Recorder {
 
     /// Number of changes waiting to be committed.
     pub fn pending(&self) -> usize {
-        lock(&self.shared.state)
-            .pending
-            .values()
-            .map(|m| m.len())
-            .sum()
+        lock(&self.shared.state).pending.len()
+    }
+
+    /// Queue a chunk-log change: special remote `remote` holds `count` chunks of
+    /// `chunk_size` bytes of `key` (0: removed). Committed with the location changes.
+    pub fn record_chunk_count(&self, key: &Key, remote: &Uuid, chunk_size: u64, count: u64) {
+        if self.shared.private.contains(remote) {
+            return;
+        }
+        let mut st = lock(&self.shared.state);
+        st.pending
+            .chunks
+            .entry(key.non_chunk())
+            .or_default()
+            .insert((remote.clone(), chunk_size), count);
+        if st.first_pending.is_none() {
+            st.first_pending = Some(Instant::now());
+        }
+        drop(st);
+        self.shared.wake.notify_all();
+    }
+
+    /// The chunkings of `key` recorded for `remote` with a count above 0 (`(chunk size,
+    /// count)`), from the branch as git-annex reads it, with queued changes applied.
+    pub fn chunk_counts(&self, remote: &Uuid, key: &Key) -> Vec<(u64, u64)> {
+        let key = key.non_chunk();
+        let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+        {
+            let repo = lock(&self.shared.repo);
+            let path = key_log_path(&key, KeyLog::Chunk, self.shared.hash);
+            match repo.view().and_then(|v| v.get(&path)) {
+                Ok(content) => {
+                    for (method, n) in ChunkLogFile::parse(&content).chunkings(remote) {
+                        if let ChunkMethod::FixedSize(size) = method {
+                            counts.insert(size, n);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read the chunk log of {key}: {e}"),
+            }
+        }
+        let st = lock(&self.shared.state);
+        if let Some(m) = st.pending.chunks.get(&key) {
+            for ((u, size), n) in m {
+                if u == remote {
+                    counts.insert(*size, *n);
+                }
+            }
+        }
+        counts.into_iter().filter(|(_, n)| *n > 0).collect()
     }
 
     /// Commit everything queued now. `Ok` means every change recorded so far is in the
@@ -204,6 +282,15 @@ impl Recorder {
 impl LocationSink for Recorder {
     fn record(&self, key: &Key, uuid: &Uuid, present: bool) {
         self.record_location(key, uuid, present)
+    }
+}
+
+impl ChunkLog for Recorder {
+    fn chunks(&self, remote: &Uuid, key: &Key) -> Vec<(u64, u64)> {
+        self.chunk_counts(remote, key)
+    }
+    fn record_chunks(&self, remote: &Uuid, key: &Key, chunk_size: u64, count: u64) {
+        self.record_chunk_count(key, remote, chunk_size, count)
     }
 }
 
@@ -283,7 +370,7 @@ impl Shared {
         if batch.is_empty() {
             return Ok(None);
         }
-        let changes: usize = batch.values().map(|m| m.len()).sum();
+        let changes = batch.len();
         match self.commit_batch(&repo, &batch) {
             Ok(c) => {
                 let mut st = lock(&self.state);
@@ -296,12 +383,7 @@ impl Shared {
             }
             Err(source) => {
                 let mut st = lock(&self.state);
-                for (key, m) in batch {
-                    let e = st.pending.entry(key).or_default();
-                    for (u, p) in m {
-                        e.entry(u).or_insert(p);
-                    }
-                }
+                st.pending.restore(batch);
                 st.first_pending.get_or_insert_with(Instant::now);
                 st.failures = st.failures.saturating_add(1);
                 let backoff = Duration::from_millis(500) * 2u32.pow(st.failures.min(6));
@@ -313,11 +395,22 @@ impl Shared {
 
     fn commit_batch(&self, repo: &GitRepo, batch: &Batch) -> Result<Option<ObjectId>, RepoError> {
         let now = self.candidate();
-        let n: usize = batch.values().map(|m| m.len()).sum();
-        let message = format!("update (annexgate: {n} location change(s))");
+        let n = batch.len();
+        let message = format!("update (annexgate: {n} change(s))");
         let out = repo.update(&message, |view| {
             let mut files = Vec::new();
-            for (key, changes) in batch {
+            for (key, changes) in &batch.chunks {
+                let path = key_log_path(key, KeyLog::Chunk, self.hash);
+                let mut log = ChunkLogFile::parse(&view.get_for_write(&path)?);
+                let mut changed = false;
+                for ((uuid, size), count) in changes {
+                    changed |= log.set((uuid.clone(), ChunkMethod::FixedSize(*size)), *count, now);
+                }
+                if changed {
+                    files.push((path, log.format()));
+                }
+            }
+            for (key, changes) in &batch.locations {
                 let path = location_log_path(key, self.hash);
                 let mut log = LocationLog::parse(&view.get_for_write(&path)?);
                 let mut changed = false;

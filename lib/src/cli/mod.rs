@@ -7,6 +7,7 @@
 //! not parse), 2 bad usage.
 
 pub mod check_expression;
+pub mod cluster;
 pub mod placement;
 pub mod sizes;
 
@@ -31,6 +32,10 @@ pub enum Command {
     CheckExpression(check_expression::Args),
     /// Repository sizes from the location logs (cached), with their maxsize.
     Sizes(sizes::Args),
+    /// Set up and inspect clusters: init, update, extend, status.
+    Cluster(cluster::ClusterArgs),
+    /// Record what this repository proxies for (like `git annex updateproxy`).
+    Proxy(cluster::ProxyArgs),
 }
 
 /// The streams a command uses.
@@ -60,6 +65,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>, io: &mut Io<'_>) -> i32 {
         Command::Placement(a) => placement::run(&a, io),
         Command::CheckExpression(a) => check_expression::run(&a, io),
         Command::Sizes(a) => sizes::run(&a, io),
+        Command::Cluster(a) => cluster::run_cluster(&a, io),
+        Command::Proxy(a) => cluster::run_proxy(&a, io),
     };
     let _ = io.stdout.flush();
     status

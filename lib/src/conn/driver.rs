@@ -225,7 +225,12 @@ where
                         self.session.handle(Input::NodeCreated(r));
                     }
                     Action::Call(call) => {
-                        self.flush().await?;
+                        // Replies go out before a node call that may take a while; the
+                        // validity check after a download is quick, so a small download's
+                        // DATA, bytes and VALID leave in one write.
+                        if !matches!(call, Call::Validity) {
+                            self.flush().await?;
+                        }
                         let r = run_call(&mut self.held, call).await;
                         self.session.handle(Input::Reply(r));
                     }

@@ -59,7 +59,7 @@ use crate::node::{Node, NodeError};
 use crate::session::server::{End, ServerConfig, ServerMode};
 use crate::types::Uuid;
 
-#[cfg(test)]
+// Also used by the p2phttp server, which runs the same session per HTTP request.
 pub(crate) use driver::{release, run_call, Held};
 
 /// Makes the node a session serves, once the client's version and bypass list are known.

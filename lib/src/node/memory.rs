@@ -56,6 +56,9 @@ struct Store {
     retention: HashMap<Key, u64>,
     /// When set, every operation fails with this reason (an unreachable node).
     failing: Option<String>,
+    /// Content bytes that may still move (uploads and downloads together) before the node
+    /// starts failing with the reason given.
+    fail_after: Option<(u64, String)>,
 }
 
 impl Store {
@@ -170,9 +173,23 @@ impl MemNode {
     pub fn used(&self) -> u64 {
         self.store().used()
     }
-    /// Make every operation fail as if the node could not be reached (`None` heals it).
+    /// Make every operation fail as if the node could not be reached (`None` heals it,
+    /// and cancels a pending [`MemNode::fail_after`]).
     pub fn set_failing(&self, reason: Option<&str>) {
-        self.store().failing = reason.map(str::to_string);
+        let mut store = self.store();
+        store.failing = reason.map(str::to_string);
+        store.fail_after = None;
+    }
+    /// Let `bytes` more bytes of content move through the node (uploads and downloads
+    /// together), then fail as [`MemNode::set_failing`] does: the transfer in progress
+    /// breaks after exactly that many bytes.
+    pub fn fail_after(&self, bytes: u64, reason: &str) {
+        let mut store = self.store();
+        if bytes == 0 {
+            store.failing = Some(reason.to_string());
+        } else {
+            store.fail_after = Some((bytes, reason.to_string()));
+        }
     }
 
     /// The node's clock (what `GETTIMESTAMP` answers).
@@ -186,6 +203,15 @@ impl MemNode {
         self.shared.clock.fetch_add(secs, Ordering::SeqCst);
     }
 
+    /// The error of a node that broke during a transfer ([`MemNode::fail_after`]).
+    fn broken(&self) -> NodeError {
+        let store = self.store();
+        NodeError::Unreachable {
+            node: self.shared.name.clone(),
+            reason: store.failing.clone().unwrap_or_default(),
+        }
+    }
+
     fn check_reachable(&self, store: &Store) -> Result<(), NodeError> {
         match &store.failing {
             Some(reason) => Err(NodeError::Unreachable {
@@ -194,6 +220,23 @@ impl MemNode {
             }),
             None => Ok(()),
         }
+    }
+}
+
+impl Store {
+    /// How many of `want` content bytes may move now; when a [`MemNode::fail_after`]
+    /// budget runs out, the node fails from then on.
+    fn pass_bytes(&mut self, want: usize) -> usize {
+        let Some((left, reason)) = self.fail_after.as_mut() else {
+            return want;
+        };
+        let n = (*left).min(want as u64);
+        *left -= n;
+        if *left == 0 {
+            self.failing = Some(std::mem::take(reason));
+            self.fail_after = None;
+        }
+        n as usize
     }
 }
 
@@ -265,6 +308,7 @@ impl Node for MemNode {
         Ok(store.objects.get(key).map(|data| {
             let size = data.len() as u64;
             Box::new(MemContent {
+                node: self.clone(),
                 data: data.clone(),
                 pos: offset.min(size) as usize,
             }) as Box<dyn Content>
@@ -377,6 +421,7 @@ impl Drop for MemLock {
 }
 
 struct MemContent {
+    node: MemNode,
     data: Arc<[u8]>,
     pos: usize,
 }
@@ -388,7 +433,15 @@ impl Content for MemContent {
     }
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, NodeError> {
         let rest = &self.data[self.pos..];
-        let n = rest.len().min(buf.len());
+        let want = rest.len().min(buf.len());
+        let n = {
+            let mut store = self.node.store();
+            self.node.check_reachable(&store)?;
+            store.pass_bytes(want)
+        };
+        if n == 0 && want > 0 {
+            return Err(self.node.broken());
+        }
         buf[..n].copy_from_slice(&rest[..n]);
         self.pos += n;
         Ok(n)
@@ -491,9 +544,18 @@ impl PutSink for MemSink {
                 detail: format!("more than the {announced} announced bytes"),
             });
         }
-        buf.extend_from_slice(data);
+        let n = {
+            let mut store = self.node.store();
+            self.node.check_reachable(&store)?;
+            store.pass_bytes(data.len())
+        };
+        buf.extend_from_slice(&data[..n]);
         if let Some(v) = self.verifier.as_mut() {
-            v.update(data);
+            v.update(&data[..n]);
+        }
+        if n < data.len() {
+            // The node broke in the middle of this write.
+            return Err(self.node.broken());
         }
         Ok(())
     }

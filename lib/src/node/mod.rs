@@ -12,11 +12,16 @@
 //! go out with `sendfile`/`splice`.
 
 pub mod annexrepo;
+pub mod cluster;
+pub mod conformance;
 pub mod directory;
 pub mod error;
+pub mod http;
 pub(crate) mod localfs;
 pub mod lock;
 pub mod memory;
+pub mod p2p;
+pub mod unavailable;
 
 use async_trait::async_trait;
 

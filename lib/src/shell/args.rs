@@ -4,7 +4,9 @@
 //! * `git-annex-shell [-c] CMD DIR [PARAMS...] [OPTIONS...] [-- field=value... -- [rest...]]`
 //!   where CMD is one of the built-in commands (`p2pstdio`, `configlist`, ...);
 //! * `git-annex-shell -c "git-annex-shell CMD DIR ..."`: a login shell gets the whole
-//!   command as one string, split with git-annex's own unquoting rules;
+//!   command as one string, split with git-annex's own unquoting rules (the string may
+//!   also start with `annexgate-shell` or a path to either program, as a client sends it
+//!   when its `remote.NAME.annex-shell` names annexgate-shell);
 //! * anything else (`git-upload-pack '/path'`, ...) goes to `git-shell -c`, unless
 //!   `GIT_ANNEX_SHELL_LIMITED` is set.
 //!
@@ -171,6 +173,18 @@ pub fn shell_quote(w: &str) -> String {
     format!("'{}'", w.replace('\'', "'\"'\"'"))
 }
 
+/// Whether a login shell's command string runs git-annex-shell: its first word is
+/// `git-annex-shell`, or (a client configured with `remote.NAME.annex-shell`) this
+/// program, by name or by path. Any of them is served here, never run.
+fn names_a_shell(s: &str) -> bool {
+    let words = shell_unescape(s);
+    let [first, _, ..] = words.as_slice() else {
+        return false;
+    };
+    let base = first.rsplit('/').next().unwrap_or(first);
+    base == "git-annex-shell" || base == "annexgate-shell"
+}
+
 /// Parse argv (without the program name).
 pub fn parse(argv: &[String]) -> Result<Invocation, ArgsError> {
     let mut args: &[String] = argv;
@@ -180,7 +194,7 @@ pub fn parse(argv: &[String]) -> Result<Invocation, ArgsError> {
     }
     match args {
         [] => Err(ArgsError::BadParameters),
-        [one] if one.starts_with("git-annex-shell ") => {
+        [one] if names_a_shell(one) => {
             let words: Vec<String> = shell_unescape(one).into_iter().skip(1).collect();
             parse(&words)
         }
@@ -325,6 +339,35 @@ mod tests {
         assert!(c.debug);
         assert_eq!(c.params, v(&["C"]));
         assert_eq!(c.uuid.as_deref(), Some("U"));
+    }
+
+    /// A client with `remote.NAME.annex-shell` set to annexgate-shell (by name or path)
+    /// talking to an account whose login shell is annexgate-shell: the command string
+    /// names annexgate-shell, and went to git-shell (which refused it).
+    #[test]
+    fn login_shell_string_naming_annexgate_shell() {
+        for prog in [
+            "annexgate-shell",
+            "/usr/local/bin/annexgate-shell",
+            "'/opt/annex gate/annexgate-shell'",
+            "/usr/bin/git-annex-shell",
+        ] {
+            let inv = parse(&v(&["-c", &format!("{prog} 'p2pstdio' '/r' 'C' --uuid U")])).unwrap();
+            let Invocation::Builtin(Builtin::P2pStdio, c) = inv else {
+                panic!("{prog}: {inv:?}")
+            };
+            assert_eq!(c.dir, "/r");
+            assert_eq!(c.uuid.as_deref(), Some("U"));
+        }
+        // Other programs are still git-shell's business.
+        assert!(matches!(
+            parse(&v(&["-c", "not-annexgate-shell 'p2pstdio' '/r' 'C'"])).unwrap(),
+            Invocation::External(_)
+        ));
+        assert!(matches!(
+            parse(&v(&["-c", "git-upload-pack '/r'"])).unwrap(),
+            Invocation::External(_)
+        ));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub enum ShellError {
     Gcrypt(&'static str),
     #[error("change notification is not available from annexgate-shell")]
     NotifyChanges,
-    #[error("bad key {0}")]
+    #[error("bad key: {0}")]
     BadKey(String),
     #[error("dropkey can cause data loss; use --force if you're sure you want to do this")]
     DropKeyNeedsForce,
@@ -180,15 +180,26 @@ fn check_directory(env: &ShellEnv, dir: Option<&str>) -> Result<(), ShellError> 
         return Ok(());
     }
     let home = env.home.as_deref();
-    let a = canonical_dir(allowed, home);
-    let d = canonical_dir(dir, home);
-    if a == d {
+    if canonical_dir(allowed, home) == canonical_dir(dir, home) {
         Ok(())
     } else {
+        // Named as git-annex-shell names them: made absolute, and under the home
+        // directory written `~/...`.
         Err(ShellError::DirectoryNotAllowed {
-            allowed: a.display().to_string(),
-            requested: d.display().to_string(),
+            allowed: home_relative(&normalise(&repo_path(allowed, home)), home),
+            requested: home_relative(&normalise(&repo_path(dir, home)), home),
         })
+    }
+}
+
+/// `p` for messages: `~/rest` when it is inside `home`, else as it is.
+fn home_relative(p: &Path, home: Option<&Path>) -> String {
+    let home = home.map(normalise);
+    match home.as_deref().and_then(|h| p.strip_prefix(h).ok()) {
+        Some(rest) if home.as_deref() != Some(Path::new("/")) => {
+            format!("~/{}", rest.display())
+        }
+        _ => p.display().to_string(),
     }
 }
 
@@ -298,6 +309,7 @@ fn open_annex(
     cmd: Builtin,
 ) -> Result<(Gateway, Target), ShellError> {
     let repo = open_repo(dir)?;
+    expect_initialised(&repo, call)?;
     let gw = Gateway::open(repo)?;
     let target = gw.resolve(call.uuid.as_deref())?;
     if !matches!(target, Target::Local) && !cmd.proxyable() {
@@ -306,8 +318,25 @@ fn open_annex(
     Ok((gw, target))
 }
 
+/// git-annex-shell checks `--uuid` before anything else: a repository without a UUID
+/// cannot be the one the client expects (and is not initialised on the way).
+fn expect_initialised(repo: &GitRepo, call: &BuiltinCall) -> Result<(), ShellError> {
+    let Some(expected) = call.uuid.as_deref() else {
+        return Ok(());
+    };
+    let initialised = repo.config().ok().and_then(|c| c.annex_uuid()).is_some();
+    if initialised {
+        Ok(())
+    } else {
+        Err(ShellError::Gateway(GatewayError::Uninitialised {
+            expected: expected.to_string(),
+        }))
+    }
+}
+
 fn configlist(dir: &Path, call: &BuiltinCall, env: &ShellEnv) -> Result<i32, ShellError> {
     let repo = open_repo(dir)?;
+    expect_initialised(&repo, call)?;
     let cfg = repo.config().map_err(|e| ShellError::NotARepo {
         dir: dir.display().to_string(),
         detail: e.to_string(),
@@ -462,10 +491,11 @@ fn inannex(dir: &Path, call: &BuiltinCall) -> Result<i32, ShellError> {
 
 /// `dropkey --force KEY...`: remove content (under git-annex's removal lock) and record it.
 fn dropkey(dir: &Path, call: &BuiltinCall) -> Result<i32, ShellError> {
+    // As git-annex-shell: the repository and --uuid are checked first.
+    let (gw, node) = local_node(dir, call, Builtin::DropKey)?;
     if !call.force {
         return Err(ShellError::DropKeyNeedsForce);
     }
-    let (gw, node) = local_node(dir, call, Builtin::DropKey)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -581,6 +611,58 @@ mod tests {
         ));
         let open = ShellEnv::default();
         assert!(check_directory(&open, Some("/anything")).is_ok());
+    }
+
+    /// The refusal named paths under HOME absolutely; git-annex-shell writes them `~/...`
+    /// (and administrators compare the two shells' logs).
+    #[test]
+    fn directory_refusal_names_home_paths_like_git_annex() {
+        let env = ShellEnv {
+            directory: Some("/srv/annex".into()),
+            home: Some("/home/u".into()),
+            ..Default::default()
+        };
+        // Paths under the home directory are named `~/...`, as git-annex-shell does.
+        let e = check_directory(&env, Some("/~/r.git")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Only allowed to access /srv/annex not ~/r.git"
+        );
+        let home = ShellEnv {
+            directory: Some("/home/u".into()),
+            ..env.clone()
+        };
+        let e = check_directory(&home, Some("r.git")).unwrap_err();
+        assert_eq!(e.to_string(), "Only allowed to access ~/ not ~/r.git");
+    }
+
+    /// git-annex-shell checks `--uuid` first: an uninitialised repository is not the one
+    /// the client expects, and configlist must not initialise it on the way (it did, then
+    /// failed; or, without git-annex on PATH, answered an empty UUID with status 0).
+    #[test]
+    fn uuid_on_uninitialised_repository_is_refused_before_autoinit() {
+        let dir = tempfile::tempdir().unwrap();
+        git2::Repository::init_bare(dir.path()).unwrap();
+        let p = dir.path().to_str().unwrap();
+        let want = "11111111-2222-3333-4444-555555555555";
+        let env = ShellEnv::default();
+        let calls: [&[&str]; 4] = [
+            &["configlist", p, "--uuid", want],
+            &["configlist", p, "--uuid", want, "--", "autoinit=1", "--"],
+            &["p2pstdio", p, want, "--uuid", want],
+            &["dropkey", p, "SHA1-s1--x", "--uuid", want],
+        ];
+        for args in calls {
+            let argv = args.iter().map(|s| s.to_string()).collect();
+            let e = run(argv, &env).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("expected repository UUID {want} but found uninitialized repository"),
+                "{args:?}"
+            );
+        }
+        let cfg = GitRepo::open(dir.path()).unwrap().config().unwrap();
+        assert!(cfg.annex_uuid().is_none(), "initialised on the way");
     }
 
     #[test]

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use super::run::{default_timeout, run, RunResult};
 use super::ssh::{
-    entry_script, real_ssh_wrapper, setup_sshd_client, sh_quote, shim_script, stop_ssh_master,
-    write_script, RemoteLogin, SshFiles, Transport,
+    entry_script, key_option_quote, real_ssh_wrapper, setup_sshd_client, sh_quote, shim_script,
+    stop_ssh_master, write_script, RemoteLogin, SshFiles, Transport,
 };
 use super::tools::{tools, Tools};
 
@@ -42,6 +42,25 @@ impl ShellImpl {
             ShellImpl::AnnexgateShell => &tools().annexgate_shell,
         }
     }
+}
+
+/// What an ssh login on the server side runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLogin {
+    /// The test's remote entry, which runs the client's command with `sh -c` in the server
+    /// environment (HOME, PATH with git-annex and our programs, `server.env`).
+    Entry,
+    /// The remote entry, ending as a login shell would be started: `SHELL -c COMMAND`
+    /// (with the server-only PATH, see below). Both transports.
+    LoginShell(PathBuf),
+    /// Real sshd only: the key's authorized_keys line forces this command (it may use
+    /// `$SSH_ORIGINAL_COMMAND`) with `environment=` options giving the server's HOME and
+    /// the server-only PATH; no remote entry (so no `remote.log`, no `server.env`, no
+    /// cutting); `extra_env` adds more `environment=` settings.
+    ForcedCommand {
+        command: String,
+        extra_env: Vec<(String, String)>,
+    },
 }
 
 /// Which account a command runs as: the client user or the server's login account.
@@ -72,6 +91,17 @@ const GITCONFIG: &str = "[user]\n\tname = annexgate test\n\temail = test@annexga
 impl TestEnv {
     /// A fresh environment using `transport` for ssh remotes.
     pub fn new(transport: Transport) -> TestEnv {
+        TestEnv::with_login(transport, ServerLogin::Entry)
+    }
+
+    /// A fresh environment whose ssh logins run `login` on the server side.
+    ///
+    /// With [`ServerLogin::LoginShell`] and [`ServerLogin::ForcedCommand`] the login gets a
+    /// server-only PATH: the system's, without git-annex or our programs, behind a `trap/`
+    /// directory whose `git-annex` and `git-annex-shell` only log that they were run (see
+    /// [`TestEnv::git_annex_ran_on_server`]) and fail: what the login does, the login's
+    /// own program must do.
+    pub fn with_login(transport: Transport, login: ServerLogin) -> TestEnv {
         let t: &Tools = tools();
         let dir = tempfile::Builder::new()
             .prefix("annexgate-it-")
@@ -106,17 +136,48 @@ impl TestEnv {
             t.system_path
         );
         let user = std::env::var("USER").unwrap_or_else(|_| "root".to_string());
-        let login = RemoteLogin {
+        let server_path = server_only_path(&root, &ssh, t);
+        let (login_path, shell) = match &login {
+            ServerLogin::Entry => (path_var.as_str(), None),
+            ServerLogin::LoginShell(p) => (server_path.as_str(), Some(p.as_path())),
+            ServerLogin::ForcedCommand { .. } => (server_path.as_str(), None),
+        };
+        let remote = RemoteLogin {
             home: &server_home,
-            path: &path_var,
+            path: login_path,
             magic: t.magic.as_deref(),
             user: &user,
+            shell,
         };
-        write_script(&ssh.entry(), &entry_script(&ssh, &login));
+        write_script(&ssh.entry(), &entry_script(&ssh, &remote));
+        let key_options = match &login {
+            ServerLogin::ForcedCommand { command, extra_env } => {
+                assert_eq!(
+                    transport,
+                    Transport::Sshd,
+                    "a forced command needs the real sshd"
+                );
+                let home = server_home.to_string_lossy().into_owned();
+                let mut vars: Vec<(String, String)> = vec![
+                    ("HOME".into(), home),
+                    ("PATH".into(), server_path.clone()),
+                    ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+                    ("LANG".into(), "C.UTF-8".into()),
+                ];
+                vars.extend(extra_env.iter().cloned());
+                let mut o: Vec<String> = vars
+                    .iter()
+                    .map(|(k, v)| format!("environment={}", key_option_quote(&format!("{k}={v}"))))
+                    .collect();
+                o.push(format!("command={}", key_option_quote(command)));
+                Some(o.join(","))
+            }
+            _ => None,
+        };
         match transport {
             Transport::Shim => write_script(&bin.join("ssh"), &shim_script(&ssh)),
             Transport::Sshd => {
-                setup_sshd_client(&ssh);
+                setup_sshd_client(&ssh, key_options.as_deref());
                 write_script(&bin.join("ssh"), &real_ssh_wrapper(&ssh));
             }
         }
@@ -259,6 +320,16 @@ impl TestEnv {
             .collect()
     }
 
+    /// What ran `git-annex` or `git-annex-shell` from the server-only PATH (see
+    /// [`TestEnv::with_login`]): one line per run, with its arguments.
+    pub fn git_annex_ran_on_server(&self) -> Vec<String> {
+        fs::read_to_string(self.ssh.dir.join("trap.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Every command run on the server side through ssh so far.
     pub fn remote_commands(&self) -> Vec<String> {
         fs::read_to_string(self.ssh.remote_log())
@@ -267,6 +338,33 @@ impl TestEnv {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// The PATH of a login that must do without git-annex: `<root>/trap` (stand-ins for
+/// `git-annex` and `git-annex-shell` that log and fail), then the system's PATH without
+/// the directories holding git-annex or our programs.
+fn server_only_path(root: &Path, ssh: &SshFiles, t: &Tools) -> String {
+    let trap = root.join("trap");
+    fs::create_dir_all(&trap).expect("creating the trap directory");
+    let log = sh_quote(&ssh.dir.join("trap.log").to_string_lossy());
+    for name in ["git-annex", "git-annex-shell"] {
+        write_script(
+            &trap.join(name),
+            &format!(
+                "#!/bin/sh\n# A login that must not need git-annex ran {name} (generated).\n\
+                 echo \"{name} $*\" >> {log}\necho \"{name} is not available here\" >&2\nexit 1\n"
+            ),
+        );
+    }
+    let mut dirs = vec![trap.to_string_lossy().into_owned()];
+    for d in t.system_path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(d);
+        let has = |n: &str| p.join(n).exists();
+        if !has("git-annex") && !has("git-annex-shell") && !has("annexgate-shell") {
+            dirs.push(d.to_string());
+        }
+    }
+    dirs.join(":")
 }
 
 impl Drop for TestEnv {

@@ -34,7 +34,7 @@ pub mod run;
 pub mod ssh;
 pub mod tools;
 
-pub use env::{ShellImpl, Side, TestEnv};
+pub use env::{ServerLogin, ShellImpl, Side, TestEnv};
 pub use outcome::{assert_same_outcome, shared_outcome, Outcome};
 pub use repo::{client_p2p_trace, key_file, pseudo_random, Repo, RepoKind};
 pub use run::RunResult;

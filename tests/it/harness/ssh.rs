@@ -22,6 +22,12 @@
 //! authorized_keys, the client's command in `SSH_ORIGINAL_COMMAND`), the shim execs it directly
 //! with the same variable. The entry can also cut a P2P session's input after N bytes (to
 //! interrupt a transfer, see `TestEnv::cut_p2p_input_after`).
+//!
+//! Two other server-side forms exist for tests of a program as the account's own login
+//! (`TestEnv::with_login`): the entry can end by starting a login shell (`SHELL -c
+//! COMMAND`, as sshd does), and with the real sshd a key can get an authorized_keys line of
+//! the test's own (`environment=` options, which this sshd accepts for a fixed list of
+//! variables, and a `command=` that replaces the entry).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -45,6 +51,12 @@ pub enum Transport {
 /// The host name test remotes use (`annexgate-test:/path` or `ssh://annexgate-test/path`).
 /// Both transports accept any host name and treat it as this machine.
 pub const SSH_HOST: &str = "annexgate-test";
+
+/// Quotes a value for an authorized_keys option (`"..."`, with `"` written `\"`).
+pub fn key_option_quote(s: &str) -> String {
+    assert!(!s.contains('\n'), "no newline in an authorized_keys option");
+    format!("\"{}\"", s.replace('"', "\\\""))
+}
 
 /// Quotes a string for a POSIX shell: `'...'`, with `'` written as `'\''`.
 pub fn sh_quote(s: &str) -> String {
@@ -117,6 +129,9 @@ pub struct RemoteLogin<'a> {
     pub path: &'a str,
     pub magic: Option<&'a Path>,
     pub user: &'a str,
+    /// The program run as `SHELL -c COMMAND` at the end, as sshd starts the account's
+    /// login shell; `sh` when `None`.
+    pub shell: Option<&'a Path>,
 }
 
 /// The remote entry script (see the module docs).
@@ -157,17 +172,27 @@ pub fn entry_script(files: &SshFiles, login: &RemoteLogin<'_>) -> String {
         q(&files.remote_log())
     ));
     s.push_str("cd \"$HOME\" || exit 255\n");
+    let shell = login.shell.map(q).unwrap_or_else(|| "sh".to_string());
     let cut = q(&files.cut_after());
     s.push_str(&format!("if [ -f {cut} ]; then\n  case $cmd in\n"));
     s.push_str(&format!(
         "    *p2pstdio*) n=$(cat {cut})\n      \
-         dd bs=65536 iflag=count_bytes count=\"$n\" status=none | sh -c \"$cmd\"\n      \
-         exit $? ;;\n"
+         {} \"$n\" | {shell} -c \"$cmd\"\n      \
+         exit $? ;;\n",
+        PASS_FIRST_BYTES
     ));
     s.push_str("  esac\nfi\n");
-    s.push_str("exec sh -c \"$cmd\"\n");
+    s.push_str(&format!("exec {shell} -c \"$cmd\"\n"));
     s
 }
+
+/// A shell command that copies the first N bytes (its argument) of its input to its output
+/// as they arrive, then ends both: a connection cut after N bytes. (`dd count_bytes`
+/// counts short reads as blocks, and `head -c` holds its output back until it is done, so
+/// neither cuts an interactive stream at the right byte.) perl is part of every Debian.
+pub const PASS_FIRST_BYTES: &str = "perl -e 'my $n = shift; while ($n > 0) { my $r = \
+     sysread(STDIN, my $b, $n < 65536 ? $n : 65536); last unless $r; \
+     syswrite(STDOUT, $b) or last; $n -= $r }'";
 
 /// Shell lines that append the script's argv to the argv log as one line.
 fn argv_logger(files: &SshFiles) -> String {
@@ -243,13 +268,17 @@ pub fn real_ssh_wrapper(files: &SshFiles) -> String {
 }
 
 /// Makes the client key and config for one test environment and authorises the key on the
-/// shared sshd, with the environment's remote entry as its forced command.
-pub fn setup_sshd_client(files: &SshFiles) {
+/// shared sshd: with the environment's remote entry as its forced command, or with
+/// `key_options` (an authorized_keys options field, e.g. `environment="A=b",command="..."`).
+pub fn setup_sshd_client(files: &SshFiles, key_options: Option<&str>) {
     let server = SshServer::shared();
     keygen(&files.client_key());
     let pubkey = fs::read_to_string(files.client_key().with_extension("pub"))
         .expect("ssh-keygen wrote the public key");
-    server.authorize(&files.entry(), pubkey.trim());
+    match key_options {
+        None => server.authorize(&files.entry(), pubkey.trim()),
+        Some(options) => server.authorize_with_options(options, pubkey.trim()),
+    }
     let known = files.dir.join("known_hosts");
     let config = format!(
         "Host *\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  HostKeyAlias {alias}\n  \
@@ -476,6 +505,23 @@ impl SshServer {
             .expect("appending to authorized_keys");
     }
 
+    /// Lets `pubkey` log in with an authorized_keys options field of the test's own (which
+    /// must force a command: no test may get a plain login). `restrict` is added.
+    pub fn authorize_with_options(&self, options: &str, pubkey: &str) {
+        assert!(
+            options.contains("command=\"") && !options.contains('\n') && !pubkey.contains('\n'),
+            "authorized_keys options must force a command: {options}"
+        );
+        let line = format!("{options},restrict {pubkey}\n");
+        let mut f = self
+            .authorized_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.flush())
+            .expect("appending to authorized_keys");
+    }
+
     /// sshd's log so far (connections, authentication failures), for failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
@@ -515,6 +561,7 @@ fn sshd_config(dir: &Path, port: u16, host_key: &Path, keys: &Path) -> String {
          PermitRootLogin forced-commands-only\n\
          UsePAM no\n\
          AcceptEnv GIT_PROTOCOL\n\
+         PermitUserEnvironment HOME,PATH,LANG,GIT_CONFIG_NOSYSTEM,ANNEXGATE_LOG,RUST_BACKTRACE,GIT_ANNEX_SHELL_*\n\
          AllowTcpForwarding no\n\
          AllowAgentForwarding no\n\
          X11Forwarding no\n\

@@ -8,6 +8,14 @@
 //! incremental hash. `DATA 0` + `INVALID` means the sender could not read the content:
 //! nothing is stored and the partial file stays. A failed verification deletes the temp
 //! file (resuming from bad bytes would fail forever).
+//!
+//! Durability follows git-annex unless `annexgate.fsync` is set: received content is not
+//! fsynced (the page cache holds it until the kernel writes it back, as for git-annex's
+//! own objects; a power loss can lose what was acknowledged, and `git annex fsck` finds
+//! it). With `annexgate.fsync`, writeback starts every few MiB while the data arrives, the
+//! file's data is fsynced before the rename and the directory after it, so `SUCCESS`
+//! means on disk. Measured here: about 10 ms per small object (one journal commit), and
+//! little for big ones, whose writeback overlaps the transfer.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -27,6 +35,9 @@ use crate::types::backend::{is_secure_hash, is_verifiable, Verdict, Verifier};
 use crate::types::{AssociatedFile, Key, Uuid};
 
 const CHUNK: usize = 1 << 16;
+/// With `annexgate.fsync`, writeback of received data is started every this many bytes,
+/// so the fsync at the end waits only for the tail.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// Start receiving `key`.
 pub(super) async fn start(
@@ -89,6 +100,7 @@ pub(super) async fn start(
         file: None,
         announced: 0,
         written: 0,
+        unsynced_from: offset,
         verifier: None,
     })))
 }
@@ -132,6 +144,8 @@ struct AnnexPutSink {
     file: Option<File>,
     announced: u64,
     written: u64,
+    /// With fsync on: where in the temp file the data not yet sent to writeback starts.
+    unsynced_from: u64,
     /// Incremental hash of the whole temp file (prefix included), when annex.verify is on
     /// and the key's backend can be verified.
     verifier: Option<Verifier>,
@@ -237,6 +251,22 @@ fn move_into_place(inner: &Inner, key: &Key, tmp: &Path) -> Result<(), NodeError
     Ok(())
 }
 
+/// Ask the kernel to start writing `len` bytes from `from` to disk, without waiting: by
+/// the time the upload ends most of it is on disk and the final fsync is short.
+fn start_writeback(file: &File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(from), Ok(len)) = (libc::off64_t::try_from(from), libc::off64_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range on a descriptor we own; it only schedules writeback.
+    let rc =
+        unsafe { libc::sync_file_range(file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc != 0 {
+        // Not fatal: the fsync at the end does it all.
+        tracing::debug!("sync_file_range: {}", io::Error::last_os_error());
+    }
+}
+
 #[async_trait]
 impl PutSink for AnnexPutSink {
     fn offset(&self) -> u64 {
@@ -281,6 +311,13 @@ impl PutSink for AnnexPutSink {
             v.update(data);
         }
         self.written += data.len() as u64;
+        if self.inner.cfg.fsync {
+            let end = self.offset + self.written;
+            if end - self.unsynced_from >= WRITEBACK_EVERY {
+                start_writeback(file, self.unsynced_from, end - self.unsynced_from);
+                self.unsynced_from = end;
+            }
+        }
         Ok(())
     }
 
@@ -311,7 +348,7 @@ impl PutSink for AnnexPutSink {
                 .map_err(|e| NodeError::io("stat", &tmp, e))?
                 .len();
             if inner.cfg.fsync {
-                file.sync_all()
+                file.sync_data()
                     .map_err(|e| NodeError::io("fsync", &tmp, e))?;
             }
             drop(file);

@@ -1005,3 +1005,32 @@ async fn downloads_in_progress_count_against_free_space() {
         Ok(PutStart::Accept(_))
     ));
 }
+
+/// `annexgate.fsync`: an upload bigger than the writeback step goes through the durable
+/// path (writeback started while it arrives, fsync before the rename) and is stored whole;
+/// without the setting (git-annex's behaviour) it is stored all the same.
+#[tokio::test]
+async fn durable_uploads_with_annexgate_fsync() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("b.git", true);
+    assert!(!sb.config(&gd).fsync, "off unless configured");
+    sb.git(&gd, &["config", "annexgate.fsync", "true"]);
+    let (node, rec) = sb.open(&gd);
+    assert!(node.config().fsync);
+    let data: Vec<u8> = (0..(20u32 << 20) + 12345)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let key = sha256e(&data, ".bin");
+    let PutStart::Accept(mut sink) = node.put(&key, &AssociatedFile::none()).await.unwrap() else {
+        panic!("the key is not there yet")
+    };
+    sink.begin(data.len() as u64).await.unwrap();
+    for chunk in data.chunks(256 * 1024) {
+        sink.write(chunk).await.unwrap();
+    }
+    assert!(sink.finish(Validity::Valid).await.unwrap().stored);
+    assert_eq!(rec.events(), vec![(key.to_text().into_owned(), true)]);
+    let obj = node.object_path(&key).unwrap();
+    assert!(std::fs::read(&obj).unwrap() == data);
+    assert!(!node.tmp_path(&key).unwrap().exists());
+}

@@ -294,6 +294,42 @@ async fn a_failing_node_says_so() {
 }
 
 #[tokio::test]
+async fn fail_after_breaks_transfers_after_exactly_that_many_bytes() {
+    let n = node();
+    let data: Vec<u8> = (0..100u8).collect();
+    let k = key_for(&data, "");
+    // An upload breaks inside the write that crosses the budget; what arrived stays as
+    // a partial for a later resume.
+    n.fail_after(30, "cable cut");
+    let PutStart::Accept(mut sink) = n.put(&k, &AssociatedFile::none()).await.unwrap() else {
+        panic!("expected to be asked for data")
+    };
+    sink.begin(100).await.unwrap();
+    sink.write(&data[..20]).await.unwrap();
+    let e = sink.write(&data[20..40]).await.unwrap_err();
+    assert!(e.to_string().contains("cable cut"), "{e}");
+    sink.abort().await;
+    assert_eq!(n.partial(&k).as_deref(), Some(&data[..30]));
+    assert!(n.check_present(&k).await.is_err());
+
+    // Downloads too: healed, then allowed 45 bytes.
+    n.set_failing(None);
+    n.insert(k.clone(), data.clone());
+    n.fail_after(45, "gone");
+    let mut c = n
+        .get(&k, 0, &AssociatedFile::none())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = [0u8; 40];
+    assert_eq!(c.read(&mut buf).await.unwrap(), 40);
+    assert_eq!(c.read(&mut buf).await.unwrap(), 5);
+    assert_eq!(&buf[..5], &data[40..45]);
+    assert!(c.read(&mut buf).await.is_err());
+    assert!(n.timestamp().await.is_err());
+}
+
+#[tokio::test]
 async fn keys_with_path_characters_are_just_keys() {
     let n = node();
     for name in ["a/../../b", "..", "x/y", "/abs"] {
