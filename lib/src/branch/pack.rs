@@ -356,7 +356,7 @@ impl PackReader<'_> {
         if i < 12 {
             return Err(bad("offset inside the pack header"));
         }
-        let mut next = |i: &mut usize, what| -> Result<u8, PackError> {
+        let next = |i: &mut usize, what| -> Result<u8, PackError> {
             let c = *data.get(*i).ok_or_else(|| bad(what))?;
             *i += 1;
             Ok(c)
