@@ -157,10 +157,15 @@ impl Pack {
         };
         let hi = be32(&b[8 + first * 4..]) as usize;
         let ids = &b[IDX_HEADER..IDX_HEADER + self.count * 20];
+        // Compare the first 8 bytes as one number; the rest only when those are equal.
+        let head = |x: &[u8]| u64::from_be_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
+        let want = head(id);
         let (mut lo, mut hi) = (lo, hi.min(self.count));
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match ids[mid * 20..mid * 20 + 20].cmp(&id[..]) {
+            let at = &ids[mid * 20..mid * 20 + 20];
+            let order = head(at).cmp(&want).then_with(|| at[8..].cmp(&id[8..]));
+            match order {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(self.offset_at(mid)),
@@ -244,6 +249,15 @@ impl Packs {
         Ok(Packs { packs })
     }
 
+    /// Where an object lies: (pack number, offset), for reading many objects in the order
+    /// they lie in the packs (so that delta bases come before the deltas built on them).
+    pub fn position(&self, id: &[u8; 20]) -> Option<(usize, u64)> {
+        self.packs
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.find(id).map(|o| (i, o)))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.packs.is_empty()
     }
@@ -254,6 +268,7 @@ impl Packs {
             packs: self,
             z: Inflater::new(),
             bases: HashMap::new(),
+            bases_bytes: 0,
             last_pack: 0,
         }
     }
@@ -265,10 +280,14 @@ pub struct PackReader<'p> {
     z: Inflater,
     /// Recently resolved delta bases by (pack, offset).
     bases: HashMap<(usize, u64), (Kind, Rc<Vec<u8>>)>,
+    /// Their total size, kept under [`MAX_BASE_BYTES`].
+    bases_bytes: usize,
     last_pack: usize,
 }
 
-const MAX_BASES: usize = 256;
+/// Delta bases kept per reader (objects read in pack order then mostly find their base
+/// here instead of inflating its chain again).
+const MAX_BASE_BYTES: usize = 32 << 20;
 /// Longer delta chains than git ever writes (its `pack.depth` is at most 4095) are taken
 /// for damage.
 const MAX_DELTA_DEPTH: usize = 10_000;
@@ -331,12 +350,14 @@ impl PackReader<'_> {
         while let Some((dp, doff, delta)) = chain.pop() {
             // `data` is the object at (at_pack, at), the base of this delta: keep it for
             // the objects that share it.
-            if self.bases.len() >= MAX_BASES {
-                self.bases.clear();
+            if let std::collections::hash_map::Entry::Vacant(e) = self.bases.entry((at_pack, at)) {
+                e.insert((kind, data.clone()));
+                self.bases_bytes += data.len() + 64;
+                if self.bases_bytes > MAX_BASE_BYTES {
+                    self.bases.clear();
+                    self.bases_bytes = 0;
+                }
             }
-            self.bases
-                .entry((at_pack, at))
-                .or_insert_with(|| (kind, data.clone()));
             let out = apply_delta(&data, &delta)
                 .ok_or_else(|| self.packs.packs[dp].damaged(doff, "bad delta"))?;
             data = Rc::new(out);

@@ -369,12 +369,13 @@ impl GitRepo {
             .tree_id();
         let threads = threads.max(1);
         let path = self.repo.path().to_path_buf();
-        let objects_dir = self.common_dir.join("objects");
+        let packs = self.open_packs();
+        let packs = packs.as_ref();
         // Directories to read at the current level: (path with trailing '/', id).
         let mut dirs: Vec<(Vec<u8>, Oid)> = vec![(Vec::new(), root)];
         for _ in 1..hash.depth() {
-            dirs.sort_unstable_by_key(|a| a.1);
-            let parts = in_parallel(&path, &objects_dir, threads, &dirs, |objs, chunk| {
+            by_position(packs, &mut dirs, |a| a.1);
+            let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
                 let mut sub = Vec::new();
                 for (prefix, id) in chunk {
                     let tree = objs.read(*id, ObjectType::Tree)?;
@@ -393,8 +394,8 @@ impl GitRepo {
             dirs = parts.into_iter().flatten().collect();
         }
         // The last directory level lists the logs.
-        dirs.sort_unstable_by_key(|a| a.1);
-        let parts = in_parallel(&path, &objects_dir, threads, &dirs, |objs, chunk| {
+        by_position(packs, &mut dirs, |a| a.1);
+        let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
             let mut logs = Vec::new();
             for (prefix, id) in chunk {
                 let tree = objs.read(*id, ObjectType::Tree)?;
@@ -412,8 +413,8 @@ impl GitRepo {
             Ok(logs)
         })?;
         let mut logs: Vec<(Key, Oid)> = parts.into_iter().flatten().collect();
-        logs.sort_unstable_by_key(|a| a.1);
-        in_parallel(&path, &objects_dir, threads, &logs, |objs, chunk| {
+        by_position(packs, &mut logs, |a| a.1);
+        in_parallel(&path, packs, threads, &logs, |objs, chunk| {
             let mut acc = init();
             for (key, id) in chunk {
                 let blob = objs.read(*id, ObjectType::Blob)?;
@@ -429,12 +430,12 @@ impl GitRepo {
     pub fn read_blobs(&self, ids: &[ObjectId], threads: usize) -> Result<Vec<Vec<u8>>, RepoError> {
         let mut order: Vec<(Oid, usize)> =
             ids.iter().enumerate().map(|(i, id)| (id.0, i)).collect();
-        order.sort_unstable();
+        let packs = self.open_packs();
+        by_position(packs.as_ref(), &mut order, |a| a.0);
         let path = self.repo.path().to_path_buf();
-        let objects_dir = self.common_dir.join("objects");
         let parts = in_parallel(
             &path,
-            &objects_dir,
+            packs.as_ref(),
             threads.max(1),
             &order,
             |objs, chunk| {
@@ -483,14 +484,20 @@ impl GitRepo {
         })
     }
 
+    /// This repository's packs, for our own reader (none if they cannot be read: then
+    /// libgit2 reads everything).
+    fn open_packs(&self) -> Option<Packs> {
+        Packs::open(&self.common_dir.join("objects"))
+            .map_err(|e| tracing::debug!("{e}; reading through libgit2 only"))
+            .ok()
+    }
+
     /// Run `f` with a reader of this repository's objects (packs first, then libgit2).
     fn with_objects<T>(
         &self,
         f: impl FnOnce(&mut Objects<'_>) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        let packs = Packs::open(&self.common_dir.join("objects"))
-            .map_err(|e| tracing::debug!("{e}; reading through libgit2 only"))
-            .ok();
+        let packs = self.open_packs();
         let odb = self
             .repo
             .odb()
@@ -973,29 +980,35 @@ fn diff_raw(
     Ok(())
 }
 
+/// Sort objects to read in the order they lie in the packs (objects not in a pack last,
+/// by id): reads then go forward through the pack, and a delta's base is mostly read
+/// just before it (and kept by the reader).
+fn by_position<T>(packs: Option<&Packs>, items: &mut [T], id: impl Fn(&T) -> Oid) {
+    items.sort_by_cached_key(|t| {
+        let oid = id(t);
+        let at = packs
+            .zip(<[u8; 20]>::try_from(oid.as_bytes()).ok())
+            .and_then(|(p, raw)| p.position(&raw));
+        (at.unwrap_or((usize::MAX, u64::MAX)), oid)
+    });
+}
+
 /// Run `work` over `items` split into `threads` contiguous chunks, each on its own thread
 /// with its own handle on the repository at `path` (and a reader of its packs); results
 /// in chunk order.
 fn in_parallel<I: Sync, R: Send>(
     path: &Path,
-    objects_dir: &Path,
+    packs: Option<&Packs>,
     threads: usize,
     items: &[I],
     work: impl Fn(&mut Objects<'_>, &[I]) -> Result<R, RepoError> + Sync,
 ) -> Result<Vec<R>, RepoError> {
-    let packs = match Packs::open(objects_dir) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::debug!("{e}; reading through libgit2 only");
-            None
-        }
-    };
     let per = items.len().div_ceil(threads).max(1);
     let results: Vec<Result<R, RepoError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(per)
             .map(|chunk| {
-                let (work, packs) = (&work, packs.as_ref());
+                let work = &work;
                 scope.spawn(move || {
                     let repo = Repository::open(path).map_err(|source| RepoError::Open {
                         path: path.to_path_buf(),
