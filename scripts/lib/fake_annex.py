@@ -2,7 +2,8 @@
 """Write a `git fast-import` stream that adds many annexed files to a git-annex repository
 without their content: one commit on master with a symlink per file (pointing into
 .git/annex/objects the way `git annex add` makes it), and one commit on the git-annex
-branch with each key's location log (the key present in a few of the given repositories).
+branch with each key's location log (the key present in 0-3 of the given repositories; a
+key present nowhere has a log recording where it was dropped).
 
 Used by scripts/bench-placement to make a 100k-key repository in seconds; git-annex itself
 (`fromkey --batch`, `setpresentkey --batch`) takes minutes for that many keys. The logs are
@@ -105,10 +106,12 @@ def main():
     for i, (key, _name) in enumerate(keys):
         copies = rng.randint(0, a.max_copies)
         holders = sorted(rng.sample(uuids, min(copies, len(uuids))))
-        if not holders:
-            continue
         ts = f"{a.time + i // 1000}.{i % 1000:09d}s"
-        log = "".join(f"{ts} 1 {u}\n" for u in holders)
+        if holders:
+            log = "".join(f"{ts} 1 {u}\n" for u in holders)
+        else:
+            # Every key gets a log: one with no copies left says where it was dropped.
+            log = f"{ts} 0 {rng.choice(uuids)}\n"
         path = hash_dir_lower(key.encode()) + key_file(key) + ".log"
         out.write(b"M 100644 inline " + path.encode() + b"\n")
         data(out, log.encode())

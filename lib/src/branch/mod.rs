@@ -1,7 +1,9 @@
 //! The git-annex branch: its log files ([`log`], pure), reading and committing it
-//! ([`repo`], the only git code), and batching location changes into it ([`recorder`]).
+//! ([`repo`], the only git code, with [`pack`], a fast pack file reader for reading a
+//! whole branch), and batching location changes into it ([`recorder`]).
 
 pub mod log;
+pub mod pack;
 pub mod recorder;
 pub mod repo;
 

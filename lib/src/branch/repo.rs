@@ -19,7 +19,7 @@
 //!   entry over our version, so the same tree is also committed to the side ref
 //!   [`SIDE_REF`], which git-annex merges (by union) like any sibling branch.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -31,6 +31,7 @@ use git2::{ErrorCode, ObjectType, Oid, Repository};
 
 use super::log::paths::{journal_name, journal_path, location_log_key, BranchHash};
 use super::log::union_merge_bytes;
+use super::pack::{Kind as PackKind, PackReader, Packs};
 use crate::types::{Key, Uuid};
 
 /// The git-annex branch.
@@ -419,15 +420,17 @@ impl GitRepo {
             .tree_id();
         let threads = threads.max(1);
         let path = self.repo.path().to_path_buf();
+        let packs = self.open_packs();
+        let packs = packs.as_ref();
         // Directories to read at the current level: (path with trailing '/', id).
         let mut dirs: Vec<(Vec<u8>, Oid)> = vec![(Vec::new(), root)];
         for _ in 1..hash.depth() {
-            dirs.sort_unstable_by_key(|a| a.1);
-            let parts = in_parallel(&path, threads, &dirs, |odb, chunk| {
+            by_position(packs, &mut dirs, |a| a.1);
+            let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
                 let mut sub = Vec::new();
                 for (prefix, id) in chunk {
-                    let tree = read_raw(odb, *id, ObjectType::Tree)?;
-                    for (mode, name, oid) in RawTree::new(tree.data()) {
+                    let tree = objs.read(*id, ObjectType::Tree)?;
+                    for (mode, name, oid) in RawTree::new(&tree) {
                         let oid = oid?;
                         if mode == b"40000" {
                             let mut p = prefix.clone();
@@ -442,12 +445,12 @@ impl GitRepo {
             dirs = parts.into_iter().flatten().collect();
         }
         // The last directory level lists the logs.
-        dirs.sort_unstable_by_key(|a| a.1);
-        let parts = in_parallel(&path, threads, &dirs, |odb, chunk| {
+        by_position(packs, &mut dirs, |a| a.1);
+        let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
             let mut logs = Vec::new();
             for (prefix, id) in chunk {
-                let tree = read_raw(odb, *id, ObjectType::Tree)?;
-                for (mode, name, oid) in RawTree::new(tree.data()) {
+                let tree = objs.read(*id, ObjectType::Tree)?;
+                for (mode, name, oid) in RawTree::new(&tree) {
                     let oid = oid?;
                     if mode != b"40000" && mode != b"160000" && name.ends_with(b".log") {
                         let mut p = prefix.clone();
@@ -461,12 +464,12 @@ impl GitRepo {
             Ok(logs)
         })?;
         let mut logs: Vec<(Key, Oid)> = parts.into_iter().flatten().collect();
-        logs.sort_unstable_by_key(|a| a.1);
-        in_parallel(&path, threads, &logs, |odb, chunk| {
+        by_position(packs, &mut logs, |a| a.1);
+        in_parallel(&path, packs, threads, &logs, |objs, chunk| {
             let mut acc = init();
             for (key, id) in chunk {
-                let blob = read_raw(odb, *id, ObjectType::Blob)?;
-                step(&mut acc, key.clone(), blob.data());
+                let blob = objs.read(*id, ObjectType::Blob)?;
+                step(&mut acc, key.clone(), &blob);
             }
             Ok(acc)
         })
@@ -478,21 +481,83 @@ impl GitRepo {
     pub fn read_blobs(&self, ids: &[ObjectId], threads: usize) -> Result<Vec<Vec<u8>>, RepoError> {
         let mut order: Vec<(Oid, usize)> =
             ids.iter().enumerate().map(|(i, id)| (id.0, i)).collect();
-        order.sort_unstable();
+        let packs = self.open_packs();
+        by_position(packs.as_ref(), &mut order, |a| a.0);
         let path = self.repo.path().to_path_buf();
-        let parts = in_parallel(&path, threads.max(1), &order, |odb, chunk| {
-            let mut out = Vec::with_capacity(chunk.len());
-            for (id, i) in chunk {
-                let blob = read_raw(odb, *id, ObjectType::Blob)?;
-                out.push((*i, blob.data().to_vec()));
-            }
-            Ok(out)
-        })?;
+        let parts = in_parallel(
+            &path,
+            packs.as_ref(),
+            threads.max(1),
+            &order,
+            |objs, chunk| {
+                let mut out = Vec::with_capacity(chunk.len());
+                for (id, i) in chunk {
+                    out.push((*i, objs.read(*id, ObjectType::Blob)?));
+                }
+                Ok(out)
+            },
+        )?;
         let mut result: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
         for (i, data) in parts.into_iter().flatten() {
             result[i] = data;
         }
         Ok(result)
+    }
+
+    /// The location logs that differ between two commits, with their blob at each side
+    /// (`None` where absent), reading trees raw and only where the two commits differ.
+    pub fn changed_location_logs(
+        &self,
+        from: ObjectId,
+        to: ObjectId,
+        hash: BranchHash,
+    ) -> Result<Vec<(Key, Option<ObjectId>, Option<ObjectId>)>, RepoError> {
+        let root = |c: ObjectId| -> Result<Oid, RepoError> {
+            Ok(self
+                .repo
+                .find_commit(c.0)
+                .map_err(git("reading a commit"))?
+                .tree_id())
+        };
+        let (a, b) = (root(from)?, root(to)?);
+        self.with_objects(|objs| {
+            let mut out = Vec::new();
+            diff_raw(
+                objs,
+                Some(a),
+                Some(b),
+                hash,
+                hash.depth(),
+                &mut Vec::new(),
+                &mut out,
+            )?;
+            Ok(out)
+        })
+    }
+
+    /// This repository's packs, for our own reader (none if they cannot be read: then
+    /// libgit2 reads everything).
+    fn open_packs(&self) -> Option<Packs> {
+        Packs::open(&self.common_dir.join("objects"))
+            .map_err(|e| tracing::debug!("{e}; reading through libgit2 only"))
+            .ok()
+    }
+
+    /// Run `f` with a reader of this repository's objects (packs first, then libgit2).
+    fn with_objects<T>(
+        &self,
+        f: impl FnOnce(&mut Objects<'_>) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        let packs = self.open_packs();
+        let odb = self
+            .repo
+            .odb()
+            .map_err(git("opening the object database"))?;
+        let mut objects = Objects {
+            odb,
+            pack: packs.as_ref().map(Packs::reader),
+        };
+        f(&mut objects)
     }
 
     /// The files that differ between two commits of the branch (added, changed or removed).
@@ -914,13 +979,122 @@ impl<'a> Iterator for RawTree<'a> {
     }
 }
 
+/// Where bulk reads get objects: the packs (our reader), else libgit2 (loose objects,
+/// alternates, anything our reader does not handle).
+struct Objects<'a> {
+    odb: git2::Odb<'a>,
+    pack: Option<PackReader<'a>>,
+}
+
+impl Objects<'_> {
+    fn read(&mut self, id: Oid, kind: ObjectType) -> Result<Vec<u8>, RepoError> {
+        if let (Some(r), Ok(raw)) = (self.pack.as_mut(), <[u8; 20]>::try_from(id.as_bytes())) {
+            match r.read(&raw) {
+                Ok(Some((k, data))) => {
+                    let want = match kind {
+                        ObjectType::Tree => PackKind::Tree,
+                        ObjectType::Commit => PackKind::Commit,
+                        ObjectType::Tag => PackKind::Tag,
+                        _ => PackKind::Blob,
+                    };
+                    if k != want {
+                        return Err(RepoError::Git {
+                            what: "reading the branch",
+                            source: git2::Error::from_str(&format!("object {id} is not a {kind}")),
+                        });
+                    }
+                    return Ok(data);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("{e}; reading {id} through libgit2"),
+            }
+        }
+        Ok(read_raw(&self.odb, id, kind)?.data().to_vec())
+    }
+}
+
+/// Compare two trees (either may be absent) down to the location logs' depth, adding
+/// every location log whose blob differs.
+fn diff_raw(
+    objs: &mut Objects<'_>,
+    a: Option<Oid>,
+    b: Option<Oid>,
+    hash: BranchHash,
+    depth: usize,
+    prefix: &mut Vec<u8>,
+    out: &mut Vec<(Key, Option<ObjectId>, Option<ObjectId>)>,
+) -> Result<(), RepoError> {
+    if a == b {
+        return Ok(());
+    }
+    let read =
+        |objs: &mut Objects<'_>, t: Option<Oid>| -> Result<Vec<(Vec<u8>, bool, Oid)>, RepoError> {
+            let Some(t) = t else {
+                return Ok(Vec::new());
+            };
+            let data = objs.read(t, ObjectType::Tree)?;
+            RawTree::new(&data)
+                .map(|(mode, name, id)| Ok((name.to_vec(), mode == b"40000", id?)))
+                .collect()
+        };
+    let old = read(objs, a)?;
+    let new = read(objs, b)?;
+    let mut old_by_name: HashMap<Vec<u8>, (bool, Oid)> =
+        old.into_iter().map(|(n, t, id)| (n, (t, id))).collect();
+    let mut pairs: Vec<(Vec<u8>, Option<(bool, Oid)>, Option<(bool, Oid)>)> = Vec::new();
+    for (name, is_tree, id) in new {
+        let before = old_by_name.remove(&name);
+        pairs.push((name, before, Some((is_tree, id))));
+    }
+    for (name, before) in old_by_name {
+        pairs.push((name, Some(before), None));
+    }
+    for (name, before, after) in pairs {
+        let len = prefix.len();
+        prefix.extend_from_slice(&name);
+        if depth > 1 {
+            let sub = |x: Option<(bool, Oid)>| x.filter(|(t, _)| *t).map(|(_, id)| id);
+            let (sa, sb) = (sub(before), sub(after));
+            if sa.is_some() || sb.is_some() {
+                prefix.push(b'/');
+                diff_raw(objs, sa, sb, hash, depth - 1, prefix, out)?;
+            }
+        } else if name.ends_with(b".log") {
+            let blob = |x: Option<(bool, Oid)>| x.filter(|(t, _)| !*t).map(|(_, id)| ObjectId(id));
+            let (ba, bb) = (blob(before), blob(after));
+            if ba != bb {
+                if let Some(key) = location_log_key(prefix, hash) {
+                    out.push((key, ba, bb));
+                }
+            }
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
+}
+
+/// Sort objects to read in the order they lie in the packs (objects not in a pack last,
+/// by id): reads then go forward through the pack, and a delta's base is mostly read
+/// just before it (and kept by the reader).
+fn by_position<T>(packs: Option<&Packs>, items: &mut [T], id: impl Fn(&T) -> Oid) {
+    items.sort_by_cached_key(|t| {
+        let oid = id(t);
+        let at = packs
+            .zip(<[u8; 20]>::try_from(oid.as_bytes()).ok())
+            .and_then(|(p, raw)| p.position(&raw));
+        (at.unwrap_or((usize::MAX, u64::MAX)), oid)
+    });
+}
+
 /// Run `work` over `items` split into `threads` contiguous chunks, each on its own thread
-/// with its own handle on the repository at `path`; results in chunk order.
+/// with its own handle on the repository at `path` (and a reader of its packs); results
+/// in chunk order.
 fn in_parallel<I: Sync, R: Send>(
     path: &Path,
+    packs: Option<&Packs>,
     threads: usize,
     items: &[I],
-    work: impl Fn(&git2::Odb<'_>, &[I]) -> Result<R, RepoError> + Sync,
+    work: impl Fn(&mut Objects<'_>, &[I]) -> Result<R, RepoError> + Sync,
 ) -> Result<Vec<R>, RepoError> {
     let per = items.len().div_ceil(threads).max(1);
     let results: Vec<Result<R, RepoError>> = std::thread::scope(|scope| {
@@ -934,7 +1108,11 @@ fn in_parallel<I: Sync, R: Send>(
                         source,
                     })?;
                     let odb = repo.odb().map_err(git("opening the object database"))?;
-                    work(&odb, chunk)
+                    let mut objects = Objects {
+                        odb,
+                        pack: packs.map(Packs::reader),
+                    };
+                    work(&mut objects, chunk)
                 })
             })
             .collect();

@@ -35,8 +35,9 @@ use serde_json::{json, Value};
 
 use super::{report, Io};
 use crate::placement::{Engine, Event, Explanation, Want};
-use crate::placement_io::worktree::{annexed_files, Resolver};
-use crate::placement_io::{KeyReader, Placement};
+use crate::placement_io::worktree::{annexed_files, Resolver, WorktreeError};
+use crate::placement_io::{KeyFactsError, KeyReader, Placement};
+use crate::types::key::KeyError;
 use crate::types::{Key, Uuid};
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +66,19 @@ pub struct Args {
 }
 
 const CMD: &str = "placement";
+
+/// Why one input got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    File(#[from] WorktreeError),
+    #[error("{text}: not a file, and not a key ({source})")]
+    NotFileOrKey { text: String, source: KeyError },
+    #[error("{text}: not a key ({source})")]
+    BadKey { text: String, source: KeyError },
+    #[error("{key}: {source}")]
+    Facts { key: String, source: KeyFactsError },
+}
 /// From this many keys on, every location log is read in one walk of the branch instead
 /// of one lookup per key.
 const BULK: usize = 5000;
@@ -86,8 +100,12 @@ struct Decider<'a, 'v, 'r> {
 }
 
 impl Decider<'_, '_, '_> {
-    fn decide(&self, key: Key, file: Option<Vec<u8>>) -> Result<Answer, String> {
-        let kf = self.keys.key(key.clone()).map_err(|e| e.to_string())?;
+    fn decide(&self, key: Key, file: Option<Vec<u8>>) -> Result<Answer, InputError> {
+        let facts_error = |source| InputError::Facts {
+            key: key.to_text().into_owned(),
+            source,
+        };
+        let kf = self.keys.key(key.clone()).map_err(facts_error)?;
         let f = file.as_deref();
         let mut listed = Vec::new();
         let mut explained = Vec::new();
@@ -117,7 +135,7 @@ impl Decider<'_, '_, '_> {
             }
         }
         if let Some(e) = self.keys.take_error() {
-            return Err(format!("{}: {e}", key.to_text()));
+            return Err(facts_error(e));
         }
         listed.sort();
         Ok(Answer {
@@ -347,11 +365,14 @@ pub fn run(args: &Args, io: &mut Io<'_>) -> i32 {
                 resolver
                     .resolve(&cwd, item)
                     .map(|(k, f)| (k, Some(f)))
-                    .map_err(|e| e.to_string())
+                    .map_err(InputError::from)
             } else {
                 Key::from_str(&text)
                     .map(|k| (k, None))
-                    .map_err(|e| format!("{text}: not a file, and not a key ({e})"))
+                    .map_err(|source| InputError::NotFileOrKey {
+                        text: text.clone(),
+                        source,
+                    })
             };
             match input.and_then(|(k, f)| decider.decide(k, f)) {
                 Ok(a) => printer.answer(&a, &mut out),
@@ -386,13 +407,15 @@ fn dir_under(top: &Path, cwd: &Path) -> Vec<u8> {
 }
 
 /// Parse a batch line: `KEY` or `KEY FILE`.
-fn parse_line(line: &[u8]) -> Result<(Key, Option<Vec<u8>>), String> {
+fn parse_line(line: &[u8]) -> Result<(Key, Option<Vec<u8>>), InputError> {
     let (k, f) = match line.iter().position(|&b| b == b' ') {
         Some(i) => (&line[..i], Some(line[i + 1..].to_vec())),
         None => (line, None),
     };
-    let key =
-        Key::parse(k).map_err(|e| format!("{}: not a key ({e})", String::from_utf8_lossy(k)))?;
+    let key = Key::parse(k).map_err(|source| InputError::BadKey {
+        text: String::from_utf8_lossy(k).into_owned(),
+        source,
+    })?;
     Ok((key, f.filter(|f| !f.is_empty())))
 }
 
@@ -433,7 +456,7 @@ fn run_batch(decider: &Decider<'_, '_, '_>, printer: &Printer<'_>, io: &mut Io<'
             Ok(a) => printer.answer(&a, &mut out),
             Err(e) => {
                 let _ = writeln!(io.stderr, "annexgate {CMD}: {e}");
-                printer.failure(&text, &e, &mut out);
+                printer.failure(&text, &e.to_string(), &mut out);
                 status = 1;
             }
         }

@@ -262,14 +262,10 @@ pub fn full_walk(
     commit: ObjectId,
     hash: BranchHash,
 ) -> Result<(SizeTally, usize), RepoError> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4);
     let parts = repo.fold_location_logs(
         commit,
         hash,
-        threads,
+        walk_threads(),
         || (WalkTally::default(), 0usize),
         |(tally, n), key, content| {
             tally.add_log(&key, content);
@@ -285,7 +281,8 @@ pub fn full_walk(
     Ok((tally, logs))
 }
 
-/// Update sums made at `from` to commit `to`, from the location logs that differ.
+/// Update sums made at `from` to commit `to`, from the location logs that differ (both
+/// versions of each read in bulk).
 pub fn incremental(
     repo: &GitRepo,
     mut tally: SizeTally,
@@ -293,17 +290,31 @@ pub fn incremental(
     to: ObjectId,
     hash: BranchHash,
 ) -> Result<(SizeTally, usize), RepoError> {
-    let mut changed = 0usize;
-    for path in repo.changed_files(from, to)? {
-        let Some(key) = location_log_key(&path, hash) else {
-            continue;
-        };
-        let old = repo.read_at(from, &path)?.unwrap_or_default();
-        let new = repo.read_at(to, &path)?.unwrap_or_default();
-        tally.change(&key, &old, &new);
-        changed += 1;
+    let changed = repo.changed_location_logs(from, to, hash)?;
+    let ids: Vec<ObjectId> = changed
+        .iter()
+        .flat_map(|(_, o, n)| o.iter().chain(n.iter()).copied())
+        .collect();
+    let mut blobs = repo.read_blobs(&ids, walk_threads())?.into_iter();
+    let mut next = |id: &Option<ObjectId>| -> Vec<u8> {
+        match id {
+            Some(_) => blobs.next().unwrap_or_default(),
+            None => Vec::new(),
+        }
+    };
+    for (key, old, new) in &changed {
+        let old = next(old);
+        let new = next(new);
+        tally.change(key, &old, &new);
     }
-    Ok((tally, changed))
+    Ok((tally, changed.len()))
+}
+
+pub(crate) fn walk_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
 }
 
 fn cache_path(repo: &GitRepo) -> PathBuf {

@@ -218,10 +218,7 @@ pub fn annexed_files(repo: &GitRepo, under: &[u8]) -> Result<Vec<(Key, Vec<u8>)>
 
 /// Threads for bulk reads: the machine's cores, at most 4.
 pub fn walk_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4)
+    super::sizes::walk_threads()
 }
 
 #[cfg(test)]
