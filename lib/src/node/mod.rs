@@ -96,6 +96,15 @@ pub trait PutSink: Send {
     async fn data_present(self: Box<Self>) -> Result<Stored, NodeError>;
     /// The upload ends unfinished; keep what resuming can use, make nothing visible.
     async fn abort(self: Box<Self>);
+    /// Offered before [`PutSink::begin`] by a caller that hashes every byte of the content
+    /// itself, from offset 0 (a cluster handing one upload to several nodes): it then calls
+    /// `finish` with [`Validity::Valid`] only when that hash matched the key, and with
+    /// [`Validity::Invalid`] when it did not. A sink that takes the offer (returns true)
+    /// need not hash the bytes again; one that would not hash them anyway, or that resumes
+    /// a partial upload the caller never saw, declines.
+    fn take_upstream_verification(&mut self) -> bool {
+        false
+    }
 }
 
 /// A download in progress: `len()` bytes from the requested offset.

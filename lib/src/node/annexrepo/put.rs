@@ -102,6 +102,7 @@ pub(super) async fn start(
         written: 0,
         unsynced_from: offset,
         verifier: None,
+        upstream_verified: false,
     })))
 }
 
@@ -149,6 +150,9 @@ struct AnnexPutSink {
     /// Incremental hash of the whole temp file (prefix included), when annex.verify is on
     /// and the key's backend can be verified.
     verifier: Option<Verifier>,
+    /// The sender hashes the bytes and vouches for them with `Validity::Valid` (see
+    /// [`PutSink::take_upstream_verification`]).
+    upstream_verified: bool,
 }
 
 impl AnnexPutSink {
@@ -281,8 +285,9 @@ impl PutSink for AnnexPutSink {
             });
         }
         self.announced = len;
-        let verifier = (self.inner.cfg.verify && is_verifiable(&self.key))
-            .then(|| Verifier::new(&self.key, true));
+        let verifier =
+            (self.inner.cfg.verify && is_verifiable(&self.key) && !self.upstream_verified)
+                .then(|| Verifier::new(&self.key, true));
         let inner = self.inner.clone();
         let tmp = self.tmp.clone();
         let offset = self.offset;
@@ -342,6 +347,7 @@ impl PutSink for AnnexPutSink {
         let tmp = self.tmp.clone();
         let expected_len = self.offset + self.announced;
         let resuming = self.resuming;
+        let upstream_verified = self.upstream_verified;
         let ok = blocking(move || {
             let real_len = file
                 .metadata()
@@ -360,6 +366,9 @@ impl PutSink for AnnexPutSink {
             } else {
                 match (validity, verifier) {
                     (Validity::Valid, Some(v)) => v.finish(&key),
+                    // The sender hashed every byte from offset 0 and found them good;
+                    // the size was checked above.
+                    (Validity::Valid, None) if upstream_verified => Verdict::Good,
                     // No incremental hash: a resumed prefix is unknown, so hash it all.
                     (Validity::Valid, None) if resuming => verify_file(&tmp, &key, true)?,
                     (Validity::Valid, None) => verify_file(&tmp, &key, inner.cfg.verify)?,
@@ -405,5 +414,15 @@ impl PutSink for AnnexPutSink {
         // Keep the partial temp file for a resume; locks go with the sink.
         self.file.take();
         self.transfer.take();
+    }
+
+    fn take_upstream_verification(&mut self) -> bool {
+        // Only before `begin`, for a fresh upload (a kept prefix was never seen by the
+        // sender's hash), and only when this node would hash the bytes itself.
+        self.upstream_verified = self.file.is_none()
+            && self.offset == 0
+            && self.inner.cfg.verify
+            && is_verifiable(&self.key);
+        self.upstream_verified
     }
 }

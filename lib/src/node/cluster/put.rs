@@ -6,6 +6,11 @@
 //! target, cut to start at the target's own offset), then `finish`, `data_present` or
 //! `abort`. A full queue holds the client back (the slowest target sets the pace); a
 //! target whose sink fails aborts it and leaves, and the others go on.
+//!
+//! Nodes that would each hash the bytes (local repositories with annex.verify) may leave
+//! that to the cluster instead, which then hashes them once as they pass and tells every
+//! target `VALID` only when the hash matched the key (`INVALID` otherwise, which makes
+//! each node check its copy itself and reject it).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::{Busy, Inner};
 use crate::node::{NodeError, PutSink, PutStart, Stored, Validity};
+use crate::types::backend::{is_verifiable, Verdict, Verifier};
 use crate::types::{AssociatedFile, Key, Uuid};
 
 /// Start a cluster upload of `key`.
@@ -67,6 +73,16 @@ pub(super) async fn start(
         return Ok(PutStart::AlreadyHave { plus: have });
     }
     let offset = accepted.iter().map(|(_, s)| s.offset()).min().unwrap_or(0);
+    // One hash here instead of one per node, for the nodes that let us.
+    let mut hash_here = false;
+    if offset == 0 && is_verifiable(key) {
+        for (_, sink) in accepted.iter_mut() {
+            if sink.take_upstream_verification() {
+                hash_here = true;
+            }
+        }
+    }
+    let verifier = hash_here.then(|| Verifier::new(key, true));
     let sem = inner.semaphore();
     let targets = accepted
         .into_iter()
@@ -82,6 +98,7 @@ pub(super) async fn start(
         sem,
         stored: Vec::new(),
         pos: None,
+        verifier,
     })))
 }
 
@@ -343,6 +360,8 @@ struct ClusterSink {
     stored: Vec<Uuid>,
     /// The absolute offset of the next byte, once `begin` announced them.
     pos: Option<(u64, u64)>,
+    /// The hash of every byte from offset 0, when some target left verifying to us.
+    verifier: Option<Verifier>,
 }
 
 impl ClusterSink {
@@ -501,6 +520,9 @@ impl PutSink for ClusterSink {
         };
         let end = start.saturating_add(data.len() as u64);
         self.pos = Some((end, total));
+        if let Some(v) = self.verifier.as_mut() {
+            v.update(data);
+        }
         // One copy of the chunk, shared by every target that still needs some of it.
         let mut chunk: Option<Bytes> = None;
         for t in &mut self.targets {
@@ -514,7 +536,21 @@ impl PutSink for ClusterSink {
         Ok(())
     }
 
-    async fn finish(self: Box<Self>, validity: Validity) -> Result<Stored, NodeError> {
+    async fn finish(mut self: Box<Self>, validity: Validity) -> Result<Stored, NodeError> {
+        let validity = match (validity, self.verifier.take()) {
+            (Validity::Valid, Some(v)) => match v.finish(&self.key) {
+                Verdict::Good => Validity::Valid,
+                bad => {
+                    tracing::warn!(
+                        "cluster {}: received content of {} does not match it: {bad:?}",
+                        self.inner.name,
+                        self.key
+                    );
+                    Validity::Invalid
+                }
+            },
+            (v, _) => v,
+        };
         Ok(self.conclude(|| Cmd::Finish(validity)).await)
     }
 

@@ -1818,6 +1818,84 @@ async fn a_mixed_cluster_of_annex_repo_directory_and_memory() {
     assert!(log.get(&key).is_empty());
 }
 
+/// Local repositories leave hashing to the cluster (one hash, not one per node): a
+/// fresh upload is offered and taken, a resumed one is not, corrupt bytes sent as `VALID`
+/// are still refused by every node, and good ones are stored where git-annex accepts them.
+#[tokio::test]
+async fn local_repositories_share_the_clusters_hash_and_still_refuse_bad_bytes() {
+    use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pattern(1024 * 1024 + 5);
+    let key = key_of(&data, ".bin");
+    let mut repos = Vec::new();
+    for name in ["r1", "r2"] {
+        let (git_dir, uuid) = annex_repo(tmp.path(), name);
+        let mut cfg = AnnexRepoConfig::new(&git_dir, true, uuid);
+        cfg.disk_reserve = 0;
+        repos.push((
+            git_dir,
+            AnnexRepo::new(cfg, Arc::new(crate::node::NoLocations)),
+        ));
+    }
+
+    // The offer, straight to a node: taken for a fresh upload, declined for a resume.
+    let PutStart::Accept(mut sink) = repos[0].1.put(&key, &af("f.bin")).await.unwrap() else {
+        panic!("r1 has it already")
+    };
+    assert!(sink.take_upstream_verification());
+    sink.abort().await;
+    let PutStart::Accept(mut sink) = repos[0].1.put(&key, &af("f.bin")).await.unwrap() else {
+        panic!("r1 has it already")
+    };
+    sink.begin(data.len() as u64).await.unwrap();
+    sink.write(&data[..1000]).await.unwrap();
+    sink.abort().await;
+    let PutStart::Accept(mut sink) = repos[0].1.put(&key, &af("f.bin")).await.unwrap() else {
+        panic!("r1 has it already")
+    };
+    assert_eq!(sink.offset(), 1000);
+    assert!(!sink.take_upstream_verification());
+    sink.abort().await;
+
+    let log = Arc::new(MemLocations::new());
+    let c = Cluster::new(
+        cluster_uuid(),
+        "local",
+        repos
+            .iter()
+            .map(|(_, r)| ClusterMember::new(Arc::new(r.clone()), 100.0))
+            .collect(),
+        log.clone(),
+        Arc::new(EveryoneWants),
+        log.clone(),
+        options(),
+    )
+    .unwrap();
+    // r1 resumes (hashes its own bytes), r2 starts fresh (the cluster hashes for it).
+    let mut bad = data.clone();
+    bad[500_000] ^= 1;
+    let r = upload(&c, &key, &bad, 64 * 1024).await.unwrap();
+    assert_eq!(
+        r,
+        PutOutcome::Stored(0, Stored::default()),
+        "corrupt bytes must be refused"
+    );
+    for (git_dir, repo) in &repos {
+        assert!(!repo.object_path(&key).unwrap().exists(), "{git_dir:?}");
+    }
+    assert!(log.get(&key).is_empty());
+
+    let PutOutcome::Stored(0, s) = upload(&c, &key, &data, 64 * 1024).await.unwrap() else {
+        panic!("not stored from 0")
+    };
+    assert_eq!(s.plus.len(), 2, "{s:?}");
+    for (git_dir, repo) in &repos {
+        assert!(std::fs::read(repo.object_path(&key).unwrap()).unwrap() == data);
+        let fsck = fsck_key(tmp.path(), git_dir, &key);
+        assert!(fsck.contains("ok"), "{fsck}");
+    }
+}
+
 // ---- the cluster's own notion of locations ----
 
 /// The location view may show the cluster's records late (the recorder batches): the
