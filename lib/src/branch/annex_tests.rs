@@ -535,6 +535,35 @@ fn recorder_commits_promptly_and_on_drop() {
 }
 
 #[test]
+fn queued_location_changes_are_read_before_they_commit() {
+    let a = Annex::new();
+    let r = a.init("r", "r");
+    let key = a.add(&r, "f.txt", "x\n");
+    let here = a.uuid(&r);
+    let repo = GitRepo::open(&r).unwrap();
+    let before = repo.branch_tip().unwrap();
+    let u = Uuid::parse("4fb2ea5a-b9a7-4bd7-9b2f-3bd4e1c1a7d1").unwrap();
+    let rec = Recorder::with_options(
+        &r,
+        RecorderOptions {
+            delay: std::time::Duration::from_secs(3600),
+            vector_clock: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(rec.present_locations(&key).unwrap(), vec![here.clone()]);
+    rec.record_location(&key, &u, true);
+    rec.record_location(&key, &here, false);
+    // Nothing committed yet, but the reader sees both changes.
+    assert_eq!(repo.branch_tip().unwrap(), before);
+    assert_eq!(rec.present_locations(&key).unwrap(), vec![u.clone()]);
+    rec.flush().unwrap();
+    assert_ne!(repo.branch_tip().unwrap(), before);
+    assert_eq!(rec.present_locations(&key).unwrap(), vec![u.clone()]);
+    assert_eq!(a.whereis(&r, &key), set(&[&u]));
+}
+
+#[test]
 fn vector_clock_and_next_timestamp() {
     let a = Annex::new();
     let r = a.init("r", "r");

@@ -225,6 +225,28 @@ impl Recorder {
         self.shared.wake.notify_all();
     }
 
+    /// The repositories holding `key` as its location log says, with the changes queued
+    /// here applied: what the branch will say once they are committed. Readers in the
+    /// same process use this, so a change is seen at once, not only after the batch
+    /// commits. (The branch is read under the commit lock, so no batch is half-way.)
+    pub fn present_locations(&self, key: &Key) -> Result<Vec<Uuid>, RepoError> {
+        let repo = lock(&self.shared.repo);
+        let path = location_log_path(key, self.shared.hash);
+        let mut present = LocationLog::parse(&repo.view()?.get(&path)?).present();
+        let st = lock(&self.shared.state);
+        if let Some(changes) = st.pending.locations.get(key) {
+            for (uuid, has) in changes {
+                let listed = present.contains(uuid);
+                if *has && !listed {
+                    present.push(uuid.clone());
+                } else if !*has && listed {
+                    present.retain(|u| u != uuid);
+                }
+            }
+        }
+        Ok(present)
+    }
+
     /// The chunkings of `key` recorded for `remote` with a count above 0 (`(chunk size,
     /// count)`), from the branch as git-annex reads it, with queued changes applied.
     pub fn chunk_counts(&self, remote: &Uuid, key: &Key) -> Vec<(u64, u64)> {

@@ -548,6 +548,11 @@ impl Gateway {
 
     /// The repositories the gateway's branch says hold `key` (clusters not added).
     pub fn locations(&self, key: &Key) -> Result<Vec<Uuid>, GatewayError> {
+        // Once this gateway records, its own queued changes count too: a request must
+        // see what the one before it did, committed or not.
+        if let Some(Ok(r)) = self.recorder.cell.get() {
+            return Ok(r.present_locations(key)?);
+        }
         let repo = self.lock_repo();
         let view = repo.view()?;
         let path = location_log_path(key, self.config.branch_hash());
