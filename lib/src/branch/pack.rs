@@ -321,6 +321,16 @@ impl PackReader<'_> {
         Ok(None)
     }
 
+    /// The object at a position [`Packs::position`] gave (no index lookup again).
+    pub fn read_positioned(&mut self, p: usize, offset: u64) -> Result<(Kind, Vec<u8>), PackError> {
+        if p >= self.packs.packs.len() {
+            return Err(PackError::NoSuchPack { pack: p });
+        }
+        self.last_pack = p;
+        let (kind, data) = self.read_at(p, offset)?;
+        Ok((kind, Rc::unwrap_or_clone(data)))
+    }
+
     /// The object at `offset` of pack `p`: follows its chain of deltas down to a whole
     /// object (or a base read recently), then applies the deltas back up.
     fn read_at(&mut self, p: usize, offset: u64) -> Result<(Kind, Rc<Vec<u8>>), PackError> {

@@ -479,12 +479,14 @@ impl Inner {
     }
 
     /// Record a location change (and bridge it until the view shows it); preferred
-    /// content hears of it when it changes what was believed.
-    fn record(&self, key: &Key, uuid: &Uuid, has: bool) {
+    /// content hears of it when it changes what was believed before the operation
+    /// began (`before`: the holders then). The view itself may show the change already
+    /// (a local node records into the gateway's branch too), so it cannot tell.
+    fn record(&self, key: &Key, uuid: &Uuid, has: bool, before: &HashSet<Uuid>) {
         if uuid == &self.uuid {
             return;
         }
-        if self.present(key).contains(uuid) != has {
+        if before.contains(uuid) != has {
             self.wanting.changed(key, uuid, has);
         }
         let until = (self.options.clock)().saturating_add(RECORDED_SECS);
@@ -674,11 +676,13 @@ impl Node for Cluster {
             .iter()
             .map(|&i| deadline.map(|ts| inner.deadline_plan(i, ts)))
             .collect();
+        let before: Arc<HashSet<Uuid>> = Arc::new(inner.present(key).into_iter().collect());
         let results = inner
             .fan_out(&all, |i, node| {
                 let key = key.clone();
                 let plan = plans[i];
                 let inner = self.inner.clone();
+                let before = before.clone();
                 async move {
                     let deadline = match plan {
                         None => None,
@@ -691,10 +695,10 @@ impl Node for Cluster {
                     let r = node.remove(&key, deadline).await?;
                     // Recorded at once, so a caller that stops waiting leaves no lie.
                     if r.removed {
-                        inner.record(&key, node.uuid(), false);
+                        inner.record(&key, node.uuid(), false, &before);
                     }
                     for u in &r.plus {
-                        inner.record(&key, u, false);
+                        inner.record(&key, u, false, &before);
                     }
                     Ok(r)
                 }

@@ -37,7 +37,9 @@ pub(super) async fn start(
             reason: "the cluster has no nodes".into(),
         });
     }
-    let (targets, fallback) = choose_targets(&inner, key, af);
+    let present = inner.present(key);
+    let before: Arc<HashSet<Uuid>> = Arc::new(present.iter().cloned().collect());
+    let (targets, fallback) = choose_targets(&inner, key, af, &present, &before);
     tracing::debug!(
         "cluster {}: PUT {key} to {:?}",
         inner.name,
@@ -46,7 +48,7 @@ pub(super) async fn start(
             .map(|&i| inner.member_name(i))
             .collect::<Vec<_>>()
     );
-    let opened = open(&inner, key, af, &targets).await;
+    let opened = open(&inner, key, af, &targets, &before).await;
     let mut have = Vec::new();
     let mut any_have = false;
     let mut accepted = Vec::new();
@@ -86,10 +88,11 @@ pub(super) async fn start(
     let sem = inner.semaphore();
     let targets = accepted
         .into_iter()
-        .map(|(i, sink)| Target::spawn(&inner, key, i, sink, sem.clone()))
+        .map(|(i, sink)| Target::spawn(&inner, key, i, sink, sem.clone(), &before))
         .collect();
     Ok(PutStart::Accept(Box::new(ClusterSink {
         inner,
+        before,
         key: key.clone(),
         af: af.clone(),
         offset,
@@ -104,9 +107,13 @@ pub(super) async fn start(
 
 /// The members to upload to (in order), and the other members lacking the key (for
 /// when every target refuses).
-fn choose_targets(inner: &Inner, key: &Key, af: &AssociatedFile) -> (Vec<usize>, Vec<usize>) {
-    let present = inner.present(key);
-    let have: HashSet<&Uuid> = present.iter().collect();
+fn choose_targets(
+    inner: &Inner,
+    key: &Key,
+    af: &AssociatedFile,
+    present: &[Uuid],
+    have: &HashSet<Uuid>,
+) -> (Vec<usize>, Vec<usize>) {
     let all: Vec<usize> = (0..inner.members.len()).collect();
     let missing: Vec<usize> = all
         .iter()
@@ -119,7 +126,7 @@ fn choose_targets(inner: &Inner, key: &Key, af: &AssociatedFile) -> (Vec<usize>,
         .collect();
     let wanting: HashSet<Uuid> = inner
         .wanting
-        .wanting(key, af, &present, &missing_uuids)
+        .wanting(key, af, present, &missing_uuids)
         .into_iter()
         .collect();
     let wanted: Vec<usize> = missing
@@ -149,12 +156,13 @@ enum Opened {
 }
 
 /// Ask every member in `which` to take the upload; a member that has the key already is
-/// recorded as holding it.
+/// recorded as holding it (`before`: the holders when the upload began).
 async fn open(
     inner: &Inner,
     key: &Key,
     af: &AssociatedFile,
     which: &[usize],
+    before: &HashSet<Uuid>,
 ) -> Vec<(usize, Opened)> {
     let results = inner
         .fan_out(which, |_, node| {
@@ -173,7 +181,7 @@ async fn open(
                     uuids.extend(plus);
                     uuids.retain(|u| u != &inner.uuid);
                     for u in &uuids {
-                        inner.record(key, u, true);
+                        inner.record(key, u, true, before);
                     }
                     Opened::Have(uuids)
                 }
@@ -225,6 +233,7 @@ impl Target {
         member: usize,
         sink: Box<dyn PutSink>,
         sem: Option<Arc<Semaphore>>,
+        before: &Arc<HashSet<Uuid>>,
     ) -> Target {
         let (tx, rx) = mpsc::channel(inner.options.queue_chunks.max(1));
         let offset = sink.offset();
@@ -232,6 +241,7 @@ impl Target {
             inner: inner.clone(),
             key: key.clone(),
             member,
+            before: before.clone(),
             _busy: inner.busy(member),
         };
         let task = tokio::spawn(work(sink, rx, sem, done));
@@ -278,6 +288,8 @@ struct Done {
     inner: Arc<Inner>,
     key: Key,
     member: usize,
+    /// The holders when the upload began.
+    before: Arc<HashSet<Uuid>>,
     _busy: Busy,
 }
 
@@ -289,9 +301,9 @@ impl Done {
             Ok(s) => {
                 if s.stored {
                     let uuid = self.inner.members[self.member].m.uuid();
-                    self.inner.record(&self.key, uuid, true);
+                    self.inner.record(&self.key, uuid, true, &self.before);
                     for u in &s.plus {
-                        self.inner.record(&self.key, u, true);
+                        self.inner.record(&self.key, u, true, &self.before);
                     }
                 }
                 Outcome::Stored(s)
@@ -347,6 +359,8 @@ async fn work(
 /// The sink the client's upload goes to.
 struct ClusterSink {
     inner: Arc<Inner>,
+    /// The holders when the upload began.
+    before: Arc<HashSet<Uuid>>,
     key: Key,
     af: AssociatedFile,
     /// Where the client starts (the lowest offset any target asked for).
@@ -423,13 +437,20 @@ impl ClusterSink {
                 .map(|&i| self.inner.member_name(i))
                 .collect::<Vec<_>>()
         );
-        let opened = open(&self.inner, &self.key, &self.af, &which).await;
+        let opened = open(&self.inner, &self.key, &self.af, &which, &self.before).await;
         let mut targets = Vec::new();
         for (i, r) in opened {
             match r {
                 Opened::Have(uuids) => self.stored.extend(uuids),
                 Opened::Accepted(sink) if sink.offset() >= self.offset => {
-                    let t = Target::spawn(&self.inner, &self.key, i, sink, self.sem.clone());
+                    let t = Target::spawn(
+                        &self.inner,
+                        &self.key,
+                        i,
+                        sink,
+                        self.sem.clone(),
+                        &self.before,
+                    );
                     targets.push(t);
                 }
                 Opened::Accepted(sink) => {

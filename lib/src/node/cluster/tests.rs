@@ -83,7 +83,16 @@ impl Fixture {
         wanting: Arc<dyn Wanting>,
         options: ClusterOptions,
     ) -> Fixture {
-        let log = Arc::new(MemLocations::new());
+        Fixture::over_log(nodes, wanting, options, Arc::new(MemLocations::new()))
+    }
+
+    /// As `over`, with the location log given (nodes may record into it themselves).
+    fn over_log(
+        nodes: Vec<(MemNode, f64)>,
+        wanting: Arc<dyn Wanting>,
+        options: ClusterOptions,
+        log: Arc<MemLocations>,
+    ) -> Fixture {
         let mut wire = Vec::new();
         let members = nodes
             .iter()
@@ -788,6 +797,53 @@ async fn balanced_placement_counts_what_the_cluster_stores() {
     assert!(c.remove(&on_node1[0], None).await.unwrap().removed);
     assert_eq!(placement.repo_size(&u("node1")), Some(0));
     assert_eq!(placement.repo_size(&u("node2")), Some(10 * 600));
+}
+
+/// As the gateway's local nodes do, the nodes here record into the gateway's location
+/// log themselves, before the cluster hears back: the cluster must still count each
+/// store once (it judges a change by what it believed when the upload began).
+#[tokio::test]
+async fn balanced_placement_counts_stores_the_nodes_recorded_themselves() {
+    let facts = Facts::default()
+        .with_group(&u("node1"), "g")
+        .with_group(&u("node2"), "g")
+        .with_group_preferred("g", "balanced=g")
+        .with_preferred(&u("node1"), "groupwanted")
+        .with_preferred(&u("node2"), "groupwanted")
+        .with_maxsize(&u("node1"), 1000)
+        .with_repo_size(&u("node1"), 0)
+        .with_repo_size(&u("node2"), 0);
+    let placement = Arc::new(EnginePlacement::locations_only(Arc::new(Engine::new(
+        facts,
+    ))));
+    let log = Arc::new(MemLocations::new());
+    let nodes = ["node1", "node2"]
+        .iter()
+        .map(|n| {
+            let node = MemNode::new(u(n), *n).with_locations(log.clone());
+            (node, 100.0)
+        })
+        .collect();
+    let f = Fixture::over_log(nodes, placement.clone(), options(), log.clone());
+    let c = f.arc();
+    let mut on_node1 = Vec::new();
+    for i in 0..5u8 {
+        let data: Vec<u8> = pattern(600).into_iter().map(|b| b ^ i).collect();
+        let key = key_of(&data, ".bin");
+        let PutOutcome::Stored(0, s) = upload(c.as_ref(), &key, &data, 256).await.unwrap() else {
+            panic!("expected a store")
+        };
+        assert_eq!(logged(&log, &key), names(&s.plus));
+        if names(&s.plus) == ["node1"] {
+            on_node1.push(key);
+        }
+    }
+    assert_eq!(on_node1.len(), 1, "node1 has room for one 600-byte key");
+    assert_eq!(placement.repo_size(&u("node1")), Some(600));
+    assert_eq!(placement.repo_size(&u("node2")), Some(4 * 600));
+    assert!(c.remove(&on_node1[0], None).await.unwrap().removed);
+    assert_eq!(placement.repo_size(&u("node1")), Some(0));
+    assert_eq!(placement.repo_size(&u("node2")), Some(4 * 600));
 }
 
 // ---- full and failing nodes ----
