@@ -37,6 +37,8 @@ pub enum PackError {
         offset: u64,
         what: &'static str,
     },
+    #[error("no pack number {pack} (a position from other packs)")]
+    NoSuchPack { pack: usize },
 }
 
 /// A read-only memory mapping of a whole file.
@@ -71,7 +73,7 @@ impl Mmap {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
                 f.as_raw_fd(),
                 0,
             )
@@ -161,6 +163,30 @@ impl Pack {
         let head = |x: &[u8]| u64::from_be_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
         let want = head(id);
         let (mut lo, mut hi) = (lo, hi.min(self.count));
+        // Object ids are uniformly spread: guess where in the bucket this one lies from
+        // its next bytes and search a small window around the guess (a page or so of
+        // the index, not a dozen probes across it); fall back to the whole bucket when
+        // the id is not inside the window.
+        // (A damaged fan-out table may give lo > hi: then nothing is searched.)
+        let n = hi.saturating_sub(lo);
+        if n > 64 {
+            let frac = u64::from(u32::from_be_bytes([id[1], id[2], id[3], id[4]]));
+            let guess = lo + ((n as u64 * frac) >> 32) as usize;
+            let margin = 16 + 2 * n.isqrt();
+            let (wlo, whi) = (
+                guess.saturating_sub(margin).max(lo),
+                (guess + margin).min(hi),
+            );
+            let cmp_at = |i: usize| {
+                let at = &ids[i * 20..i * 20 + 20];
+                head(at).cmp(&want).then_with(|| at[8..].cmp(&id[8..]))
+            };
+            let below = wlo == lo || cmp_at(wlo - 1).is_lt();
+            let above = whi == hi || cmp_at(whi).is_gt();
+            if below && above {
+                (lo, hi) = (wlo, whi);
+            }
+        }
         while lo < hi {
             let mid = (lo + hi) / 2;
             let at = &ids[mid * 20..mid * 20 + 20];

@@ -546,3 +546,52 @@ fn deltas() {
         big
     );
 }
+
+/// The index search guesses where an id lies in its fan-out bucket: with big buckets,
+/// ids spread evenly or bunched at one end, every id present is found at its offset and
+/// ids next to them (absent) are not found.
+#[test]
+fn index_search_finds_every_id_in_big_and_skewed_buckets() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut ids: Vec<[u8; 20]> = Vec::new();
+    for i in 0..6000u32 {
+        let mut id = [0u8; 20];
+        for chunk in id.chunks_mut(8) {
+            let r = next().to_be_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        match i % 3 {
+            // Bucket 0x42, spread evenly.
+            0 => id[0] = 0x42,
+            // Bucket 0x43, all bunched in the lowest 1/256 of it.
+            1 => {
+                id[0] = 0x43;
+                id[1] = 0;
+            }
+            // Anywhere.
+            _ => {}
+        }
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    let blob = [header(3, 1), zlib(b"x")].concat();
+    let entries: Vec<([u8; 20], Vec<u8>)> = ids.iter().map(|id| (*id, blob.clone())).collect();
+    let (_d, packs) = hand_made(&entries);
+    // hand_made stores entries in the given order: entry i starts at 12 + i * len.
+    for (i, id) in ids.iter().enumerate() {
+        let want = 12 + (i * blob.len()) as u64;
+        assert_eq!(packs.position(id), Some((0, want)), "{i}");
+        let mut near = *id;
+        near[19] ^= 1;
+        if ids.binary_search(&near).is_err() {
+            assert_eq!(packs.position(&near), None, "{i}");
+        }
+    }
+}

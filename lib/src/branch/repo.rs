@@ -423,52 +423,54 @@ impl GitRepo {
         let packs = self.open_packs();
         let packs = packs.as_ref();
         // Directories to read at the current level: (path with trailing '/', id).
-        let mut dirs: Vec<(Vec<u8>, Oid)> = vec![(Vec::new(), root)];
+        let mut dirs: Vec<Placed<(Vec<u8>, Oid)>> =
+            vec![(position(packs, root), (Vec::new(), root))];
         for _ in 1..hash.depth() {
-            by_position(packs, &mut dirs, |a| a.1);
-            let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
+            let placed = dirs;
+            let parts = in_parallel(&path, packs, threads, &placed, |objs, chunk| {
                 let mut sub = Vec::new();
-                for (prefix, id) in chunk {
-                    let tree = objs.read(*id, ObjectType::Tree)?;
+                for (at, (prefix, id)) in chunk {
+                    let tree = objs.read_placed(*at, *id, ObjectType::Tree)?;
                     for (mode, name, oid) in RawTree::new(&tree) {
                         let oid = oid?;
                         if mode == b"40000" {
                             let mut p = prefix.clone();
                             p.extend_from_slice(name);
                             p.push(b'/');
-                            sub.push((p, oid));
+                            sub.push((position(packs, oid), (p, oid)));
                         }
                     }
                 }
                 Ok(sub)
             })?;
             dirs = parts.into_iter().flatten().collect();
+            sort_placed(&mut dirs, |a| a.1);
         }
         // The last directory level lists the logs.
-        by_position(packs, &mut dirs, |a| a.1);
-        let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
+        let placed = dirs;
+        let parts = in_parallel(&path, packs, threads, &placed, |objs, chunk| {
             let mut logs = Vec::new();
-            for (prefix, id) in chunk {
-                let tree = objs.read(*id, ObjectType::Tree)?;
+            for (at, (prefix, id)) in chunk {
+                let tree = objs.read_placed(*at, *id, ObjectType::Tree)?;
                 for (mode, name, oid) in RawTree::new(&tree) {
                     let oid = oid?;
                     if mode != b"40000" && mode != b"160000" && name.ends_with(b".log") {
                         let mut p = prefix.clone();
                         p.extend_from_slice(name);
                         if let Some(key) = location_log_key(&p, hash) {
-                            logs.push((key, oid));
+                            logs.push((position(packs, oid), (key, oid)));
                         }
                     }
                 }
             }
             Ok(logs)
         })?;
-        let mut logs: Vec<(Key, Oid)> = parts.into_iter().flatten().collect();
-        by_position(packs, &mut logs, |a| a.1);
-        in_parallel(&path, packs, threads, &logs, |objs, chunk| {
+        let mut placed: Vec<Placed<(Key, Oid)>> = parts.into_iter().flatten().collect();
+        sort_placed(&mut placed, |a| a.1);
+        in_parallel(&path, packs, threads, &placed, |objs, chunk| {
             let mut acc = init();
-            for (key, id) in chunk {
-                let blob = objs.read(*id, ObjectType::Blob)?;
+            for (at, (key, id)) in chunk {
+                let blob = objs.read_placed(*at, *id, ObjectType::Blob)?;
                 step(&mut acc, key.clone(), &blob);
             }
             Ok(acc)
@@ -479,10 +481,9 @@ impl GitRepo {
     /// threads (see [`GitRepo::fold_location_logs`]). A missing object or one that is not
     /// a blob is an error.
     pub fn read_blobs(&self, ids: &[ObjectId], threads: usize) -> Result<Vec<Vec<u8>>, RepoError> {
-        let mut order: Vec<(Oid, usize)> =
-            ids.iter().enumerate().map(|(i, id)| (id.0, i)).collect();
+        let order: Vec<(Oid, usize)> = ids.iter().enumerate().map(|(i, id)| (id.0, i)).collect();
         let packs = self.open_packs();
-        by_position(packs.as_ref(), &mut order, |a| a.0);
+        let order = by_position(packs.as_ref(), order, |a| a.0);
         let path = self.repo.path().to_path_buf();
         let parts = in_parallel(
             &path,
@@ -491,8 +492,8 @@ impl GitRepo {
             &order,
             |objs, chunk| {
                 let mut out = Vec::with_capacity(chunk.len());
-                for (id, i) in chunk {
-                    out.push((*i, objs.read(*id, ObjectType::Blob)?));
+                for (at, (id, i)) in chunk {
+                    out.push((*i, objs.read_placed(*at, *id, ObjectType::Blob)?));
                 }
                 Ok(out)
             },
@@ -988,8 +989,23 @@ struct Objects<'a> {
 
 impl Objects<'_> {
     fn read(&mut self, id: Oid, kind: ObjectType) -> Result<Vec<u8>, RepoError> {
+        self.read_placed(None, id, kind)
+    }
+
+    /// Read `id`, at `at` in the packs when [`by_position`] found it there (so the pack
+    /// index is not searched a second time).
+    fn read_placed(
+        &mut self,
+        at: Option<(usize, u64)>,
+        id: Oid,
+        kind: ObjectType,
+    ) -> Result<Vec<u8>, RepoError> {
         if let (Some(r), Ok(raw)) = (self.pack.as_mut(), <[u8; 20]>::try_from(id.as_bytes())) {
-            match r.read(&raw) {
+            let found = match at {
+                Some((p, off)) => r.read_positioned(p, off).map(Some),
+                None => r.read(&raw),
+            };
+            match found {
                 Ok(Some((k, data))) => {
                     let want = match kind {
                         ObjectType::Tree => PackKind::Tree,
@@ -1073,22 +1089,42 @@ fn diff_raw(
     Ok(())
 }
 
+/// An object to read, with where it lies in the packs (when it does).
+type Placed<T> = (Option<(usize, u64)>, T);
+
+/// Where `id` lies in the packs.
+fn position(packs: Option<&Packs>, id: Oid) -> Option<(usize, u64)> {
+    packs
+        .zip(<[u8; 20]>::try_from(id.as_bytes()).ok())
+        .and_then(|(p, raw)| p.position(&raw))
+}
+
 /// Sort objects to read in the order they lie in the packs (objects not in a pack last,
 /// by id): reads then go forward through the pack, and a delta's base is mostly read
 /// just before it (and kept by the reader).
-fn by_position<T>(packs: Option<&Packs>, items: &mut [T], id: impl Fn(&T) -> Oid) {
-    items.sort_by_cached_key(|t| {
-        let oid = id(t);
-        let at = packs
-            .zip(<[u8; 20]>::try_from(oid.as_bytes()).ok())
-            .and_then(|(p, raw)| p.position(&raw));
-        (at.unwrap_or((usize::MAX, u64::MAX)), oid)
+fn sort_placed<T>(items: &mut [Placed<T>], id: impl Fn(&T) -> Oid) {
+    items.sort_unstable_by(|(a, x), (b, y)| {
+        let a = a.unwrap_or((usize::MAX, u64::MAX));
+        let b = b.unwrap_or((usize::MAX, u64::MAX));
+        a.cmp(&b).then_with(|| id(x).cmp(&id(y)))
     });
 }
 
-/// Run `work` over `items` split into `threads` contiguous chunks, each on its own thread
-/// with its own handle on the repository at `path` (and a reader of its packs); results
-/// in chunk order.
+/// `items` with their places in the packs, in pack order (see [`sort_placed`]); the
+/// read itself then need not search the pack index again.
+fn by_position<T>(packs: Option<&Packs>, items: Vec<T>, id: impl Fn(&T) -> Oid) -> Vec<Placed<T>> {
+    let mut placed: Vec<Placed<T>> = items
+        .into_iter()
+        .map(|t| (position(packs, id(&t)), t))
+        .collect();
+    sort_placed(&mut placed, id);
+    placed
+}
+
+/// Run `work` over `items` cut into contiguous chunks, on `threads` threads that each
+/// take the next chunk left until none is (so a thread that drew cheap objects does not
+/// wait idle for one that drew long delta chains); each thread has its own handle on the
+/// repository at `path` (and a reader of its packs). Results in chunk order.
 fn in_parallel<I: Sync, R: Send>(
     path: &Path,
     packs: Option<&Packs>,
@@ -1096,12 +1132,19 @@ fn in_parallel<I: Sync, R: Send>(
     items: &[I],
     work: impl Fn(&mut Objects<'_>, &[I]) -> Result<R, RepoError> + Sync,
 ) -> Result<Vec<R>, RepoError> {
-    let per = items.len().div_ceil(threads).max(1);
-    let results: Vec<Result<R, RepoError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|chunk| {
-                let work = &work;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let threads = threads.max(1);
+    // Chunks big enough to keep reads going forward through the pack, small enough
+    // to even out the threads' shares.
+    let chunks = if threads == 1 { 1 } else { threads * 8 };
+    let per = items.len().div_ceil(chunks).max(1);
+    let pieces: Vec<&[I]> = items.chunks(per).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let per_thread: Vec<Result<Vec<(usize, R)>, RepoError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.min(pieces.len().max(1)))
+            .map(|_| {
+                let (work, pieces, next, failed) = (&work, &pieces, &next, &failed);
                 scope.spawn(move || {
                     let repo = Repository::open(path).map_err(|source| RepoError::Open {
                         path: path.to_path_buf(),
@@ -1112,7 +1155,20 @@ fn in_parallel<I: Sync, R: Send>(
                         odb,
                         pack: packs.map(Packs::reader),
                     };
-                    work(&mut objects, chunk)
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= pieces.len() || failed.load(Ordering::Relaxed) {
+                            return Ok(done);
+                        }
+                        match work(&mut objects, pieces[i]) {
+                            Ok(r) => done.push((i, r)),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
                 })
             })
             .collect();
@@ -1121,7 +1177,12 @@ fn in_parallel<I: Sync, R: Send>(
             .map(|h| h.join().expect("a reading thread panicked"))
             .collect()
     });
-    results.into_iter().collect()
+    let mut all = Vec::with_capacity(pieces.len());
+    for r in per_thread {
+        all.extend(r?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Process-wide libgit2 settings for a program that reads a lot of the branch: objects
