@@ -426,22 +426,10 @@ fn p2pstdio(dir: &Path, call: &BuiltinCall, env: &ShellEnv) -> Result<i32, Shell
     let mode = env.mode();
     let served = gw.target_uuid(&target).clone();
     let options = ServeOptions::new(ServerConfig::shell(served, mode));
-    // One thread serves one repository best (no hand-offs; big downloads go out with
-    // sendfile). A cluster's upload is hashed once and written to every node: with a
-    // thread per core the nodes' writes overlap the hashing and each other.
-    let runtime = match &target {
-        Target::Cluster { .. } => {
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cores.clamp(2, 4))
-                .enable_all()
-                .build()
-        }
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
-    .map_err(ShellError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ShellError::Runtime)?;
     let gw = Arc::new(gw);
     let factory = {
         let gw = Arc::clone(&gw);
