@@ -686,19 +686,8 @@ impl GitRepo {
         for attempt in 1..=MAX_ATTEMPTS {
             let view = self.view()?;
             let changes = edit(&view)?;
-            // The new objects are made in memory, through a second handle on the
-            // repository, and written as one pack before the branch points at them: a
-            // few files per commit instead of one per blob and tree (creating files is
-            // most of what recording costs on a busy file system).
-            let w = Repository::open(self.repo.path()).map_err(|source| RepoError::Open {
-                path: self.repo.path().to_path_buf(),
-                source,
-            })?;
-            let w_odb = w.odb().map_err(git("opening the object database"))?;
-            let mempack = w_odb
-                .add_new_mempack_backend(1000)
-                .map_err(git("opening the object database"))?;
-            let tip_commit = w
+            let tip_commit = self
+                .repo
                 .find_commit(view.tip.0)
                 .map_err(git("reading the git-annex branch"))?;
             let mut builder = git2::build::TreeUpdateBuilder::new();
@@ -712,7 +701,7 @@ impl GitRepo {
                 if view.tip_tree_entry(path)? == Some(id) {
                     continue;
                 }
-                let blob = w.blob(content).map_err(git("writing a log file"))?;
+                let blob = self.repo.blob(content).map_err(git("writing a log file"))?;
                 builder.upsert(path.clone(), blob, git2::FileMode::Blob);
                 changed.push(path.clone());
             }
@@ -725,29 +714,17 @@ impl GitRepo {
                 });
             }
             let tree_id = builder
-                .create_updated(&w, &view.tip_tree)
+                .create_updated(&self.repo, &view.tip_tree)
                 .map_err(git("building the branch tree"))?;
-            let tree = w
+            let tree = self
+                .repo
                 .find_tree(tree_id)
                 .map_err(git("building the branch tree"))?;
             let sig = self.signature()?;
-            let new = w
+            let new = self
+                .repo
                 .commit(None, &sig, &sig, message, &tree, &[&tip_commit])
                 .map_err(git("committing to the git-annex branch"))?;
-            let mut pack = git2::Buf::new();
-            mempack
-                .dump(&w, &mut pack)
-                .map_err(git("packing the new branch objects"))?;
-            let mut writer = w_odb
-                .packwriter()
-                .map_err(git("writing the new branch objects"))?;
-            std::io::Write::write_all(&mut writer, &pack).map_err(|e| RepoError::Git {
-                what: "writing the new branch objects",
-                source: git2::Error::from_str(&e.to_string()),
-            })?;
-            writer
-                .commit()
-                .map_err(git("writing the new branch objects"))?;
 
             let _lock = JournalLock::acquire(&self.annex_dir())?;
             let journal = view.journal.clone();
@@ -777,15 +754,6 @@ impl GitRepo {
                 self.drop_merged_side_ref(new);
             } else {
                 let side_msg = format!("{message} (for git-annex to merge over its journal)");
-                // (Through the main handle, which finds the new pack when it looks.)
-                let tree = self
-                    .repo
-                    .find_tree(tree_id)
-                    .map_err(git("committing to the side ref"))?;
-                let tip_commit = self
-                    .repo
-                    .find_commit(view.tip.0)
-                    .map_err(git("committing to the side ref"))?;
                 let side = self
                     .repo
                     .commit(None, &sig, &sig, &side_msg, &tree, &[&tip_commit])
