@@ -20,8 +20,8 @@ use crate::cluster_scenarios::{
 };
 use crate::harness::ssh::write_script;
 use crate::harness::{
-    assert_same_outcome, client_p2p_trace, pseudo_random, shared_outcome, tools, Outcome, Repo,
-    RunResult, ShellImpl, TestEnv, Transport,
+    assert_same_outcome, client_p2p_trace, pseudo_random, random_files, shared_outcome, tools,
+    Outcome, Repo, RunResult, ShellImpl, TestEnv, Transport,
 };
 
 /// How a [`FaultyShell`] behaves on its next runs.
@@ -776,12 +776,7 @@ fn full_node(shell: ShellImpl, placement: &str) -> Outcome {
         SetupTool::GitAnnex,
         &[NodeAccess::Local, NodeAccess::Local, NodeAccess::Local],
     );
-    let files: Vec<(&'static str, Vec<u8>)> = (1..=13)
-        .map(|i| {
-            let name: &'static str = Box::leak(format!("g{i:02}.bin").into_boxed_str());
-            (name, pseudo_random(400, 100 + i))
-        })
-        .collect();
+    let files = random_files(|i| format!("g{i:02}.bin"), 13, 400, 100);
     let client = client_with(&env, &gw, shell, &files, 3, Some(placement));
     client.annex(&["maxsize", "gw-node1", "900"]);
     client.annex(&["sync", "--no-content", "gw"]);
@@ -1224,12 +1219,7 @@ fn cluster_status_after_a_copy_with_a_node_down() {
         SetupTool::Annexgate,
         &[NodeAccess::Local, NodeAccess::Local, NodeAccess::Local],
     );
-    let files: Vec<(&'static str, Vec<u8>)> = (1..=9)
-        .map(|i| {
-            let name: &'static str = Box::leak(format!("s{i}.bin").into_boxed_str());
-            (name, pseudo_random(400, 300 + i))
-        })
-        .collect();
+    let files = random_files(|i| format!("s{i}.bin"), 9, 400, 300);
     let client = client_with(
         &env,
         &gw,

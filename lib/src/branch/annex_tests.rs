@@ -492,6 +492,18 @@ fn recorded_locations_agree_with_whereis_and_fsck() {
     assert_eq!(a.whereis(&r, &key), set(&[&dirr]));
 }
 
+/// A recorder that commits only when told (or dropped).
+fn waiting_recorder(r: &Path) -> Recorder {
+    Recorder::with_options(
+        r,
+        RecorderOptions {
+            delay: std::time::Duration::from_secs(3600),
+            vector_clock: None,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn recorder_commits_promptly_and_on_drop() {
     let a = Annex::new();
@@ -520,14 +532,7 @@ fn recorder_commits_promptly_and_on_drop() {
     assert_eq!(rec.pending(), 0);
     assert!(a.whereis(&r, &key).contains(u.as_str()));
     // On drop, queued changes are committed.
-    let rec = Recorder::with_options(
-        &r,
-        RecorderOptions {
-            delay: std::time::Duration::from_secs(3600),
-            vector_clock: None,
-        },
-    )
-    .unwrap();
+    let rec = waiting_recorder(&r);
     rec.record_location(&key, &u, false);
     assert_eq!(rec.pending(), 1);
     drop(rec);
@@ -543,19 +548,17 @@ fn queued_location_changes_are_read_before_they_commit() {
     let repo = GitRepo::open(&r).unwrap();
     let before = repo.branch_tip().unwrap();
     let u = Uuid::parse("4fb2ea5a-b9a7-4bd7-9b2f-3bd4e1c1a7d1").unwrap();
-    let rec = Recorder::with_options(
-        &r,
-        RecorderOptions {
-            delay: std::time::Duration::from_secs(3600),
-            vector_clock: None,
-        },
-    )
-    .unwrap();
+    let rec = waiting_recorder(&r);
     assert_eq!(rec.present_locations(&key).unwrap(), vec![here.clone()]);
     rec.record_location(&key, &u, true);
     rec.record_location(&key, &here, false);
     // Nothing committed yet, but the reader sees both changes.
     assert_eq!(repo.branch_tip().unwrap(), before);
+    assert_eq!(rec.present_locations(&key).unwrap(), vec![u.clone()]);
+    // A cluster is never recorded as holding content, queued or not.
+    let cluster = Uuid::parse("acd2f3b0-2405-821e-8303-1c3fd7e10053").unwrap();
+    assert!(cluster.is_cluster());
+    rec.record_location(&key, &cluster, true);
     assert_eq!(rec.present_locations(&key).unwrap(), vec![u.clone()]);
     rec.flush().unwrap();
     assert_ne!(repo.branch_tip().unwrap(), before);

@@ -9,3 +9,5 @@ pub mod repo;
 
 #[cfg(test)]
 mod annex_tests;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -5,28 +5,8 @@
 use super::*;
 use crate::branch::log::paths::{location_log_key, location_log_path, BranchHash};
 use crate::branch::repo::{GitRepo, ObjectId};
+use crate::branch::testing::git;
 use crate::types::Key;
-use std::process::Command;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn raw(hex: &str) -> [u8; 20] {
     let v: Vec<u8> = (0..20)
@@ -63,6 +43,12 @@ fn packed_repo(ref_deltas: bool) -> tempfile::TempDir {
         git(dir, &["commit", "-q", "-m", &format!("round {round}")]);
     }
     git(dir, &["tag", "-a", "-m", "a tag", "v1"]);
+    repack(dir, ref_deltas);
+    tmp
+}
+
+/// Repack everything into one pack, with reference deltas or offset deltas.
+fn repack(dir: &Path, ref_deltas: bool) {
     let ofs = if ref_deltas { "false" } else { "true" };
     git(
         dir,
@@ -77,7 +63,6 @@ fn packed_repo(ref_deltas: bool) -> tempfile::TempDir {
             "--depth=20",
         ],
     );
-    tmp
 }
 
 /// Every object id in the repository, with libgit2's reading of it.
@@ -215,19 +200,7 @@ fn bulk_reads(ref_deltas: bool) {
             .collect();
         commits.push(repo.commit(&changes, "test").unwrap().commit.unwrap());
     }
-    let ofs = if ref_deltas { "false" } else { "true" };
-    git(
-        dir,
-        &[
-            "-c",
-            &format!("repack.useDeltaBaseOffset={ofs}"),
-            "repack",
-            "-a",
-            "-d",
-            "-f",
-            "-q",
-        ],
-    );
+    repack(dir, ref_deltas);
     // Then some loose objects: changed and new logs.
     let changes: Vec<_> = (250..400).map(|k| log(k, 5)).collect();
     commits.push(repo.commit(&changes, "test").unwrap().commit.unwrap());
@@ -518,8 +491,29 @@ fn hand_made_packs() {
     assert_eq!(damage(&mut r, 8), "bad zlib data");
     assert_eq!(damage(&mut r, 9), "bad zlib data");
     assert_eq!(damage(&mut r, 10), "delta based on itself");
+    // A position that no pack has is an error, never a panic.
+    assert!(matches!(
+        r.read_positioned(7, 12),
+        Err(PackError::NoSuchPack { pack: 7 })
+    ));
+    assert!(matches!(
+        r.read_positioned(0, 3),
+        Err(PackError::Damaged {
+            what: "offset inside the pack header",
+            ..
+        })
+    ));
+    assert!(matches!(
+        r.read_positioned(0, u64::MAX),
+        Err(PackError::Damaged { .. })
+    ));
     // The reader is still good after errors.
     assert_eq!(r.read(&id(2)).unwrap(), Some((Kind::Blob, b"hel".to_vec())));
+    let at = packs.position(&id(2)).unwrap();
+    assert_eq!(
+        r.read_positioned(at.0, at.1).unwrap(),
+        (Kind::Blob, b"hel".to_vec())
+    );
 }
 
 #[test]

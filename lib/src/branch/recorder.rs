@@ -232,19 +232,16 @@ impl Recorder {
     pub fn present_locations(&self, key: &Key) -> Result<Vec<Uuid>, RepoError> {
         let repo = lock(&self.shared.repo);
         let path = location_log_path(key, self.shared.hash);
-        let mut present = LocationLog::parse(&repo.view()?.get(&path)?).present();
+        let mut log = LocationLog::parse(&repo.view()?.get(&path)?);
         let st = lock(&self.shared.state);
         if let Some(changes) = st.pending.locations.get(key) {
+            // Applied as the commit will apply them (cluster UUIDs are never recorded).
+            let now = self.shared.candidate();
             for (uuid, has) in changes {
-                let listed = present.contains(uuid);
-                if *has && !listed {
-                    present.push(uuid.clone());
-                } else if !*has && listed {
-                    present.retain(|u| u != uuid);
-                }
+                log.record(uuid, *has, now);
             }
         }
-        Ok(present)
+        Ok(log.present())
     }
 
     /// The chunkings of `key` recorded for `remote` with a count above 0 (`(chunk size,

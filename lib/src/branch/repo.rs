@@ -426,8 +426,7 @@ impl GitRepo {
         let mut dirs: Vec<Placed<(Vec<u8>, Oid)>> =
             vec![(position(packs, root), (Vec::new(), root))];
         for _ in 1..hash.depth() {
-            let placed = dirs;
-            let parts = in_parallel(&path, packs, threads, &placed, |objs, chunk| {
+            let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
                 let mut sub = Vec::new();
                 for (at, (prefix, id)) in chunk {
                     let tree = objs.read_placed(*at, *id, ObjectType::Tree)?;
@@ -447,8 +446,7 @@ impl GitRepo {
             sort_placed(&mut dirs, |a| a.1);
         }
         // The last directory level lists the logs.
-        let placed = dirs;
-        let parts = in_parallel(&path, packs, threads, &placed, |objs, chunk| {
+        let parts = in_parallel(&path, packs, threads, &dirs, |objs, chunk| {
             let mut logs = Vec::new();
             for (at, (prefix, id)) in chunk {
                 let tree = objs.read_placed(*at, *id, ObjectType::Tree)?;

@@ -124,6 +124,11 @@ impl LazyRecorder {
         }
     }
 
+    /// The recorder, if something was recorded (it is started by the first change).
+    fn started(&self) -> Option<&Arc<Recorder>> {
+        self.cell.get().and_then(|r| r.as_ref().ok())
+    }
+
     fn flush(&self) -> Result<(), GatewayError> {
         match self.cell.get() {
             None => Ok(()),
@@ -550,7 +555,7 @@ impl Gateway {
     pub fn locations(&self, key: &Key) -> Result<Vec<Uuid>, GatewayError> {
         // Once this gateway records, its own queued changes count too: a request must
         // see what the one before it did, committed or not.
-        if let Some(Ok(r)) = self.recorder.cell.get() {
+        if let Some(r) = self.recorder.started() {
             return Ok(r.present_locations(key)?);
         }
         let repo = self.lock_repo();

@@ -2,13 +2,14 @@
 //! with git-annex itself are in the integration tests, `tests/it/placement_oracle.rs`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::sizes::{committed_sizes, full_walk, repo_sizes, SizesSource, CACHE_FILE};
 use super::*;
 use crate::branch::log::paths::{journal_name, location_log_path, BranchHash};
 use crate::branch::repo::{GitRepo, ObjectId};
+use crate::branch::testing::git;
 use crate::placement::{Engine, KeyFacts, TrustLevel, Want};
 use crate::types::{Key, Uuid};
 
@@ -30,26 +31,6 @@ fn key(size: u64, n: u32) -> Key {
 struct Fixture {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl Fixture {

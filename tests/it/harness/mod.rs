@@ -36,7 +36,7 @@ pub mod tools;
 
 pub use env::{ServerLogin, ShellImpl, Side, TestEnv};
 pub use outcome::{assert_same_outcome, shared_outcome, Outcome};
-pub use repo::{client_p2p_trace, key_file, pseudo_random, Repo, RepoKind};
+pub use repo::{client_p2p_trace, key_file, pseudo_random, random_files, Repo, RepoKind};
 pub use run::RunResult;
 pub use ssh::{SshServer, Transport, SSH_HOST};
 pub use tools::tools;

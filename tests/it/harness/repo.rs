@@ -316,6 +316,22 @@ pub fn parse_json_lines(r: &RunResult) -> Vec<Value> {
 }
 
 /// `len` bytes that look random (so no transport can compress them), the same for a seed.
+/// Files `name(1)`..`name(n)` of `len` pseudo-random bytes each (file i from seed
+/// `seed + i`), for `Repo::add_files`.
+pub fn random_files(
+    name: impl Fn(u64) -> String,
+    n: u64,
+    len: usize,
+    seed: u64,
+) -> Vec<(&'static str, Vec<u8>)> {
+    (1..=n)
+        .map(|i| {
+            let name: &'static str = Box::leak(name(i).into_boxed_str());
+            (name, pseudo_random(len, seed + i))
+        })
+        .collect()
+}
+
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut out = Vec::with_capacity(len + 8);

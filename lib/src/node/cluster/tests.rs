@@ -750,8 +750,9 @@ async fn uploads_go_where_preferred_content_says() {
 /// Balanced placement with a maxsize counts what the cluster stores as it goes (git-annex's
 /// gateway keeps its repository sizes up to date): node1 has room for one 600-byte key
 /// and gets exactly one, however many the hash would send it; a removal frees the room.
-#[tokio::test]
-async fn balanced_placement_counts_what_the_cluster_stores() {
+/// node1 and node2 balanced in one group, node1 with room for 1000 bytes, both empty.
+fn balanced_over_two_with_a_small_node1(
+) -> Arc<EnginePlacement<fn(&Key) -> crate::placement::KeyInfo>> {
     let facts = Facts::default()
         .with_group(&u("node1"), "g")
         .with_group(&u("node2"), "g")
@@ -761,9 +762,14 @@ async fn balanced_placement_counts_what_the_cluster_stores() {
         .with_maxsize(&u("node1"), 1000)
         .with_repo_size(&u("node1"), 0)
         .with_repo_size(&u("node2"), 0);
-    let placement = Arc::new(EnginePlacement::locations_only(Arc::new(Engine::new(
+    Arc::new(EnginePlacement::locations_only(Arc::new(Engine::new(
         facts,
-    ))));
+    ))))
+}
+
+#[tokio::test]
+async fn balanced_placement_counts_what_the_cluster_stores() {
+    let placement = balanced_over_two_with_a_small_node1();
     let f = Fixture::with(&["node1", "node2"], |_| 100.0, placement.clone(), options());
     let c = f.arc();
     let mut on_node1 = Vec::new();
@@ -804,18 +810,7 @@ async fn balanced_placement_counts_what_the_cluster_stores() {
 /// store once (it judges a change by what it believed when the upload began).
 #[tokio::test]
 async fn balanced_placement_counts_stores_the_nodes_recorded_themselves() {
-    let facts = Facts::default()
-        .with_group(&u("node1"), "g")
-        .with_group(&u("node2"), "g")
-        .with_group_preferred("g", "balanced=g")
-        .with_preferred(&u("node1"), "groupwanted")
-        .with_preferred(&u("node2"), "groupwanted")
-        .with_maxsize(&u("node1"), 1000)
-        .with_repo_size(&u("node1"), 0)
-        .with_repo_size(&u("node2"), 0);
-    let placement = Arc::new(EnginePlacement::locations_only(Arc::new(Engine::new(
-        facts,
-    ))));
+    let placement = balanced_over_two_with_a_small_node1();
     let log = Arc::new(MemLocations::new());
     let nodes = ["node1", "node2"]
         .iter()
