@@ -568,7 +568,7 @@ struct Inflater {
     ok: bool,
 }
 
-unsafe extern "C" fn z_alloc(
+pub(super) unsafe extern "C" fn z_alloc(
     _: libz_sys::voidpf,
     items: libz_sys::uInt,
     size: libz_sys::uInt,
@@ -577,7 +577,7 @@ unsafe extern "C" fn z_alloc(
     unsafe { libc::calloc(items as libc::size_t, size as libc::size_t) }
 }
 
-unsafe extern "C" fn z_free(_: libz_sys::voidpf, p: libz_sys::voidpf) {
+pub(super) unsafe extern "C" fn z_free(_: libz_sys::voidpf, p: libz_sys::voidpf) {
     // SAFETY: p came from z_alloc (calloc).
     unsafe { libc::free(p) }
 }

@@ -201,9 +201,12 @@ fn bulk_reads(ref_deltas: bool) {
         commits.push(repo.commit(&changes, "test").unwrap().commit.unwrap());
     }
     repack(dir, ref_deltas);
-    // Then some loose objects: changed and new logs.
+    // Then a commit of ours (its objects in a pack of their own, written by us), and
+    // one with loose objects (as git-annex writes them): changed and new logs.
     let changes: Vec<_> = (250..400).map(|k| log(k, 5)).collect();
     commits.push(repo.commit(&changes, "test").unwrap().commit.unwrap());
+    let changes: Vec<_> = (380..450).map(|k| log(k, 6)).collect();
+    commits.push(loose_commit(dir, &changes));
     let packs = Packs::open(&dir.join(".git/objects")).unwrap();
     let (o, r) = delta_counts(&packs);
     assert!(o + r > 10, "deltas in the pack: {o} offset, {r} reference");
@@ -211,6 +214,17 @@ fn bulk_reads(ref_deltas: bool) {
         !git(dir, &["count-objects"]).starts_with("0 objects"),
         "some objects are loose"
     );
+    let pack_count = std::fs::read_dir(dir.join(".git/objects/pack"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "idx")
+        })
+        .count();
+    assert_eq!(pack_count, 2, "git's pack and ours");
 
     let repo = GitRepo::open(dir).unwrap();
     for &c in &commits {
@@ -285,6 +299,36 @@ fn bulk_reads(ref_deltas: bool) {
         assert_eq!(got, want, "{from} -> {to}");
         assert_eq!(got.is_empty(), from == to);
     }
+}
+
+/// Commit `changes` on the git-annex branch as loose objects (libgit2's own writing,
+/// as git and git-annex write them); the new commit.
+fn loose_commit(dir: &std::path::Path, changes: &[(Vec<u8>, Vec<u8>)]) -> ObjectId {
+    let g = git2::Repository::open(dir).unwrap();
+    let tip = g
+        .find_reference("refs/heads/git-annex")
+        .unwrap()
+        .peel_to_commit()
+        .unwrap();
+    let mut b = git2::build::TreeUpdateBuilder::new();
+    for (path, content) in changes {
+        b.upsert(path.clone(), g.blob(content).unwrap(), git2::FileMode::Blob);
+    }
+    let tree = g
+        .find_tree(b.create_updated(&g, &tip.tree().unwrap()).unwrap())
+        .unwrap();
+    let sig = git2::Signature::now("t", "t@t").unwrap();
+    let c = g
+        .commit(
+            Some("refs/heads/git-annex"),
+            &sig,
+            &sig,
+            "loose",
+            &tree,
+            &[&tip],
+        )
+        .unwrap();
+    ObjectId::parse(&c.to_string()).unwrap()
 }
 
 #[test]

@@ -32,6 +32,7 @@ use git2::{ErrorCode, ObjectType, Oid, Repository};
 use super::log::paths::{journal_name, journal_path, location_log_key, BranchHash};
 use super::log::union_merge_bytes;
 use super::pack::{Kind as PackKind, PackReader, Packs};
+use super::packwrite::{object_id, PackBuilder};
 use crate::types::{Key, Uuid};
 
 /// The git-annex branch.
@@ -60,6 +61,8 @@ pub enum RepoError {
     Config { key: String, source: git2::Error },
     #[error("cannot access {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("cannot write the new git-annex branch objects: {source}")]
+    WritePack { source: io::Error },
     #[error("not a valid branch file path: {path:?}")]
     BadPath { path: String },
     #[error("the git-annex branch kept moving; gave up after {attempts} attempts")]
@@ -107,11 +110,53 @@ pub struct GitRepo {
     /// For each sibling branch commit compared with the branch: the branch commit it was
     /// last compared with, and whether that commit contains it (see [`Self::contains`]).
     contains_cache: std::sync::Mutex<std::collections::HashMap<Oid, (Oid, bool)>>,
+    /// The `…/git-annex` names in `packed-refs` as last read, with that file's stat.
+    packed_siblings: std::sync::Mutex<Option<(FileStamp, Vec<String>)>>,
+    /// Packs this `GitRepo` wrote since it last counted them, and the `git repack` it
+    /// started, if any (see [`Self::pack_written`]).
+    packs_written: std::sync::Mutex<(usize, Option<std::process::Child>)>,
+    /// When the object database was last opened afresh, and the pack directory's stat
+    /// then (see [`Self::renew_odb`]).
+    odb_opened: std::sync::Mutex<(Instant, FileStamp)>,
+    /// The git config as last read, and when (see [`Self::recent_config`]).
+    config_cache: std::sync::Mutex<Option<(Instant, std::sync::Arc<GitConfig>)>>,
 }
+
+/// How many packs a `GitRepo` writes between counting the packs (see
+/// [`GitRepo::pack_written`]).
+const PACK_CHECK_EVERY: usize = 8;
+/// Above how many packs a background `git repack --geometric=2` is started.
+const PACK_LIMIT: usize = 24;
+
+/// How often at most a `GitRepo` opens its object database afresh (see
+/// [`GitRepo::renew_odb`]).
+const ODB_AGE: Duration = Duration::from_secs(1);
+
+/// How long a git config read for a branch view is used (changes made through this
+/// `GitRepo` are seen at once; changes by other programs within this time).
+const CONFIG_AGE: Duration = Duration::from_secs(1);
 
 /// How many single-parent commits [`GitRepo::contains`] follows back from the branch tip
 /// to reach a commit it already compared a sibling with.
 const CONTAINS_WALK: usize = 64;
+
+impl Drop for GitRepo {
+    fn drop(&mut self) {
+        // A repack still running is waited for elsewhere, so it does not stay a zombie.
+        let child = self
+            .packs_written
+            .get_mut()
+            .map(|st| st.1.take())
+            .unwrap_or_else(|p| p.into_inner().1.take());
+        if let Some(mut child) = child {
+            if let Ok(None) = child.try_wait() {
+                let _ = std::thread::Builder::new()
+                    .name("annexgate-repack".into())
+                    .spawn(move || child.wait());
+            }
+        }
+    }
+}
 
 impl fmt::Debug for GitRepo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,6 +197,10 @@ impl GitRepo {
             common_dir,
             work_tree,
             contains_cache: Default::default(),
+            packed_siblings: Default::default(),
+            packs_written: Default::default(),
+            odb_opened: std::sync::Mutex::new((Instant::now(), FileStamp(None))),
+            config_cache: Default::default(),
         }
     }
 
@@ -224,6 +273,26 @@ impl GitRepo {
         Ok(GitConfig::from_git2(&snap))
     }
 
+    /// The git config, read again only if the last read is older than [`CONFIG_AGE`] or
+    /// this `GitRepo` changed it since: for what every request reads (a branch view asks
+    /// whether private repositories are configured), where a full read would cost more
+    /// than the request.
+    pub fn recent_config(&self) -> Result<std::sync::Arc<GitConfig>, RepoError> {
+        let mut cache = self.config_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, cfg)) = cache.as_ref() {
+            if at.elapsed() < CONFIG_AGE {
+                return Ok(cfg.clone());
+            }
+        }
+        let cfg = std::sync::Arc::new(self.config()?);
+        *cache = Some((Instant::now(), cfg.clone()));
+        Ok(cfg)
+    }
+
+    fn forget_config(&self) {
+        *self.config_cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn local_config(&self) -> Result<git2::Config, RepoError> {
         self.repo
             .config()
@@ -233,6 +302,7 @@ impl GitRepo {
 
     /// Set `key` to `value` in the repository's own config (replacing all values).
     pub fn set_config(&self, key: &str, value: &str) -> Result<(), RepoError> {
+        self.forget_config();
         self.unset_config(key)?;
         let mut c = self.local_config()?;
         c.set_str(key, value).map_err(|source| RepoError::Config {
@@ -243,6 +313,7 @@ impl GitRepo {
 
     /// Add one more value to a multi-valued key.
     pub fn add_config(&self, key: &str, value: &str) -> Result<(), RepoError> {
+        self.forget_config();
         let mut c = self.local_config()?;
         // A regex that matches no existing value makes libgit2 append.
         c.set_multivar(key, "^$^", value)
@@ -254,6 +325,7 @@ impl GitRepo {
 
     /// Remove every value of `key` from the repository's own config (no error if unset).
     pub fn unset_config(&self, key: &str) -> Result<(), RepoError> {
+        self.forget_config();
         let mut c = self.local_config()?;
         match c.remove_multivar(key, ".*") {
             Ok(()) => Ok(()),
@@ -281,8 +353,44 @@ impl GitRepo {
         }
     }
 
+    /// Open the object database afresh if the pack directory changed and the last
+    /// opening is older than [`ODB_AGE`]. libgit2 adds new packs as it finds them but
+    /// keeps every pack it ever opened mapped, also after a repack deleted it; with a
+    /// pack per branch commit and the repacks that roll them up, a long-running process
+    /// would keep growing. Objects already read stay in the repository's cache.
+    fn renew_odb(&self) {
+        let mut st = self.odb_opened.lock().unwrap_or_else(|p| p.into_inner());
+        if st.0.elapsed() < ODB_AGE {
+            return;
+        }
+        let objects = self.common_dir.join("objects");
+        let stamp = FileStamp::of(&objects.join("pack"));
+        let unchanged = st.1 == stamp && stamp.is_some();
+        *st = (Instant::now(), stamp);
+        if unchanged {
+            return;
+        }
+        let Some(path) = objects.to_str() else {
+            return;
+        };
+        // Only reading goes through libgit2 (new objects are written as packs by
+        // `packwrite`), so the read-only backends of an "alternate" serve: the loose and
+        // pack backends of the directory, and its own alternates.
+        let fresh = git2::Odb::new().and_then(|odb| {
+            odb.add_disk_alternate(path)?;
+            self.repo.set_odb(&odb)
+        });
+        if let Err(e) = fresh {
+            tracing::debug!(
+                "cannot reopen the object database of {}: {e}",
+                self.git_dir.display()
+            );
+        }
+    }
+
     /// A view of the branch as git-annex would read it now.
     pub fn view(&self) -> Result<BranchView<'_>, RepoError> {
+        self.renew_odb();
         let tip = self.branch_tip()?;
         let tip_commit = self
             .repo
@@ -301,8 +409,7 @@ impl GitRepo {
                 .map_err(git("reading a sibling git-annex branch"))?;
             sibling_trees.push((name.clone(), *oid, tree));
         }
-        let cfg = self.config()?;
-        let private_known = !cfg.private_uuids().is_empty();
+        let private_known = !self.recent_config()?.private_uuids().is_empty();
         let annex = self.annex_dir();
         Ok(BranchView {
             repo: self,
@@ -340,20 +447,17 @@ impl GitRepo {
         }
         let mut seen: HashSet<Oid> = HashSet::new();
         let mut out = Vec::new();
-        let refs = self.repo.references().map_err(git("listing refs"))?;
         let mut named: Vec<(String, Oid)> = Vec::new();
-        for r in refs {
-            let r = r.map_err(git("listing refs"))?;
-            let name = String::from_utf8_lossy(r.name_bytes()).into_owned();
-            if !name.ends_with("/git-annex") || name == BRANCH_REF {
+        for name in self.sibling_names()? {
+            // Gone since the listing: skipped (the next listing drops it).
+            let Ok(r) = self.repo.find_reference(&name) else {
                 continue;
-            }
+            };
             let Ok(commit) = r.peel_to_commit() else {
                 continue;
             };
             named.push((name, commit.id()));
         }
-        named.sort();
         for (name, oid) in named {
             if oid == tip || skip.contains(&oid) || !seen.insert(oid) {
                 continue;
@@ -366,6 +470,72 @@ impl GitRepo {
             }
         }
         Ok(out)
+    }
+
+    /// The names of the refs that are sibling git-annex branches (`…/git-annex` other than
+    /// the branch itself), sorted, without reading every ref: the loose ones by listing
+    /// the directories under `refs/` (names only), the packed ones from `packed-refs`,
+    /// parsed again only when that file changed. (libgit2's ref iterator opens and reads
+    /// every loose ref; that was a tenth of a gateway request's time.)
+    fn sibling_names(&self) -> Result<Vec<String>, RepoError> {
+        let mut names = BTreeSet::new();
+        let mut dirs = vec![(self.common_dir.join("refs"), String::from("refs"))];
+        while let Some((dir, name)) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err(&dir))?;
+                let Some(file) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let full = format!("{name}/{file}");
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push((entry.path(), full)),
+                    Ok(_) if file == "git-annex" && full != BRANCH_REF => {
+                        names.insert(full);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let packed = self.common_dir.join("packed-refs");
+        let stamp = FileStamp::of(&packed);
+        let mut cache = self
+            .packed_siblings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let fresh = matches!(cache.as_ref(), Some((s, _)) if stamp.is_some() && *s == stamp);
+        if !fresh {
+            let mut found = Vec::new();
+            match fs::read(&packed) {
+                Ok(text) => {
+                    for line in text.split(|&b| b == b'\n') {
+                        // "<oid> <name>"; "# pack-refs…" and "^<oid>" (peeled) lines skipped.
+                        let Some(name) = line.splitn(2, |&b| b == b' ').nth(1) else {
+                            continue;
+                        };
+                        if line.first() == Some(&b'#') || line.first() == Some(&b'^') {
+                            continue;
+                        }
+                        if let Ok(name) = std::str::from_utf8(name) {
+                            if name.ends_with("/git-annex") && name != BRANCH_REF {
+                                found.push(name.to_string());
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&packed)(e)),
+            }
+            *cache = Some((stamp, found));
+        }
+        if let Some((_, found)) = cache.as_ref() {
+            names.extend(found.iter().cloned());
+        }
+        Ok(names.into_iter().collect())
     }
 
     /// A file as committed at `commit` (no journal, no siblings); `None` if absent.
@@ -684,23 +854,24 @@ impl GitRepo {
         for attempt in 1..=MAX_ATTEMPTS {
             let view = self.view()?;
             let changes = edit(&view)?;
-            let tip_commit = self
-                .repo
-                .find_commit(view.tip.0)
-                .map_err(git("reading the git-annex branch"))?;
-            let mut builder = git2::build::TreeUpdateBuilder::new();
+            // The new objects (log blobs, the trees above them, the commit) go into one
+            // new pack (see `packwrite`).
+            let mut pack = PackBuilder::new();
+            let mut tree_changes = BTreeMap::new();
             let mut changed: Vec<Vec<u8>> = Vec::new();
             // The last content given for a path counts.
             let changes: BTreeMap<Vec<u8>, Vec<u8>> = changes.into_iter().collect();
             for (path, content) in &changes {
                 check_path(path)?;
-                let id = Oid::hash_object(ObjectType::Blob, content)
+                let id = Oid::from_bytes(&object_id(PackKind::Blob, content))
                     .map_err(git("hashing a log file"))?;
                 if view.tip_tree_entry(path)? == Some(id) {
                     continue;
                 }
-                let blob = self.repo.blob(content).map_err(git("writing a log file"))?;
-                builder.upsert(path.clone(), blob, git2::FileMode::Blob);
+                let id = pack
+                    .add(PackKind::Blob, content)
+                    .map_err(|e| RepoError::WritePack { source: e })?;
+                insert_tree_change(&mut tree_changes, path, id)?;
                 changed.push(path.clone());
             }
             if changed.is_empty() {
@@ -711,18 +882,16 @@ impl GitRepo {
                     files: 0,
                 });
             }
-            let tree_id = builder
-                .create_updated(&self.repo, &view.tip_tree)
-                .map_err(git("building the branch tree"))?;
-            let tree = self
-                .repo
-                .find_tree(tree_id)
-                .map_err(git("building the branch tree"))?;
+            let tree_id = write_tree(&self.repo, Some(&view.tip_tree), &tree_changes, &mut pack)?;
             let sig = self.signature()?;
-            let new = self
-                .repo
-                .commit(None, &sig, &sig, message, &tree, &[&tip_commit])
-                .map_err(git("committing to the git-annex branch"))?;
+            let commit_body = commit_object(&tree_id, &view.tip.0, &sig, message);
+            let new = pack
+                .add(PackKind::Commit, &commit_body)
+                .map_err(|e| RepoError::WritePack { source: e })?;
+            let new = Oid::from_bytes(&new).map_err(git("committing to the git-annex branch"))?;
+            pack.write(&self.common_dir.join("objects"))
+                .map_err(|e| RepoError::WritePack { source: e })?;
+            self.pack_written();
 
             let _lock = JournalLock::acquire(&self.annex_dir())?;
             let journal = view.journal.clone();
@@ -752,10 +921,13 @@ impl GitRepo {
                 self.drop_merged_side_ref(new);
             } else {
                 let side_msg = format!("{message} (for git-annex to merge over its journal)");
-                let side = self
-                    .repo
-                    .commit(None, &sig, &sig, &side_msg, &tree, &[&tip_commit])
-                    .map_err(git("committing to the side ref"))?;
+                let body = commit_object(&tree_id, &view.tip.0, &sig, &side_msg);
+                let side = pack
+                    .add(PackKind::Commit, &body)
+                    .map_err(|e| RepoError::WritePack { source: e })?;
+                pack.write(&self.common_dir.join("objects"))
+                    .map_err(|e| RepoError::WritePack { source: e })?;
+                let side = Oid::from_bytes(&side).map_err(git("committing to the side ref"))?;
                 self.repo
                     .reference(SIDE_REF, side, true, &side_msg)
                     .map_err(git("updating the side ref"))?;
@@ -776,6 +948,67 @@ impl GitRepo {
         })
     }
 
+    /// Keep the number of packs down: every commit adds one, and every object lookup
+    /// that misses looks through all of them. Every [`PACK_CHECK_EVERY`] packs written
+    /// here the pack directory is counted, and above [`PACK_LIMIT`] packs a
+    /// `git repack --geometric=2 -d` is started in the background (one at a time): it
+    /// rolls the small packs (and loose objects) into one, leaving big packs alone, so
+    /// its cost stays proportional to what was added since. git's own limit before
+    /// `git gc --auto` repacks is 50 packs.
+    fn pack_written(&self) {
+        let mut st = self.packs_written.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        if let Some(child) = st.1.as_mut() {
+            match child.try_wait() {
+                Ok(None) => return,
+                Ok(Some(status)) if !status.success() => {
+                    tracing::debug!(
+                        "git repack in {} ended with {status}",
+                        self.git_dir.display()
+                    );
+                }
+                _ => {}
+            }
+            st.1 = None;
+        }
+        if st.0 < PACK_CHECK_EVERY {
+            return;
+        }
+        st.0 = 0;
+        let dir = self.common_dir.join("objects").join("pack");
+        let count = fs::read_dir(&dir)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().as_bytes().ends_with(b".idx"))
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        if count <= PACK_LIMIT {
+            return;
+        }
+        let spawned = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.common_dir)
+            .args(["repack", "--geometric=2", "-d", "-l", "-q"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                tracing::debug!(
+                    packs = count,
+                    "started git repack in {}",
+                    self.git_dir.display()
+                );
+                st.1 = Some(child);
+            }
+            Err(e) => tracing::warn!("cannot start git repack in {}: {e}", self.git_dir.display()),
+        }
+    }
+
     /// Delete [`SIDE_REF`] once git-annex has merged it (it is then part of the branch),
     /// so readers stop folding it in. Best effort.
     fn drop_merged_side_ref(&self, tip: Oid) {
@@ -792,7 +1025,7 @@ impl GitRepo {
     }
 
     fn signature(&self) -> Result<git2::Signature<'static>, RepoError> {
-        let cfg = self.config()?;
+        let cfg = self.recent_config()?;
         let name = cfg.get("user.name").unwrap_or_else(|| "annexgate".into());
         let email = cfg
             .get("user.email")
@@ -825,6 +1058,127 @@ pub struct CommitOutcome {
     pub side_ref: bool,
     /// Files changed.
     pub files: usize,
+}
+
+/// Changes under one tree, by entry name: a new blob, or changes under a subtree.
+enum TreeChange {
+    Blob([u8; 20]),
+    Dir(BTreeMap<Vec<u8>, TreeChange>),
+}
+
+/// Add "`path` is now blob `id`" to `changes` (a path checked by [`check_path`]).
+fn insert_tree_change(
+    changes: &mut BTreeMap<Vec<u8>, TreeChange>,
+    path: &[u8],
+    id: [u8; 20],
+) -> Result<(), RepoError> {
+    match path.iter().position(|&b| b == b'/') {
+        None => {
+            changes.insert(path.to_vec(), TreeChange::Blob(id));
+            Ok(())
+        }
+        Some(i) => {
+            let dir = changes
+                .entry(path[..i].to_vec())
+                .or_insert_with(|| TreeChange::Dir(BTreeMap::new()));
+            if let TreeChange::Blob(_) = dir {
+                *dir = TreeChange::Dir(BTreeMap::new());
+            }
+            match dir {
+                TreeChange::Dir(sub) => insert_tree_change(sub, &path[i + 1..], id),
+                TreeChange::Blob(_) => unreachable!("replaced by a directory above"),
+            }
+        }
+    }
+}
+
+const TREE_MODE: i32 = 0o040000;
+const BLOB_MODE: i32 = 0o100644;
+
+/// Write the tree `base` (none: empty) with `changes` applied, and every changed tree
+/// under it, into `pack`; the new tree's id. Unchanged subtrees are not read.
+fn write_tree(
+    repo: &Repository,
+    base: Option<&git2::Tree<'_>>,
+    changes: &BTreeMap<Vec<u8>, TreeChange>,
+    pack: &mut PackBuilder,
+) -> Result<[u8; 20], RepoError> {
+    let mut entries: BTreeMap<Vec<u8>, (i32, [u8; 20])> = BTreeMap::new();
+    if let Some(t) = base {
+        for e in t.iter() {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(e.id().as_bytes());
+            entries.insert(e.name_bytes().to_vec(), (e.filemode_raw(), id));
+        }
+    }
+    for (name, change) in changes {
+        let entry = match change {
+            TreeChange::Blob(id) => (BLOB_MODE, *id),
+            TreeChange::Dir(sub) => {
+                let old = match entries.get(name) {
+                    Some((TREE_MODE, id)) => Some(
+                        repo.find_tree(Oid::from_bytes(id).map_err(git("reading a tree"))?)
+                            .map_err(git("reading the git-annex branch"))?,
+                    ),
+                    _ => None,
+                };
+                (TREE_MODE, write_tree(repo, old.as_ref(), sub, pack)?)
+            }
+        };
+        entries.insert(name.clone(), entry);
+    }
+    let mut list: Vec<(Vec<u8>, (i32, [u8; 20]))> = entries.into_iter().collect();
+    list.sort_by(|(a, (ma, _)), (b, (mb, _))| tree_order(a, *ma == TREE_MODE, b, *mb == TREE_MODE));
+    let mut body = Vec::with_capacity(list.len() * 48);
+    for (name, (mode, id)) in &list {
+        body.extend_from_slice(format!("{mode:o} ").as_bytes());
+        body.extend_from_slice(name);
+        body.push(0);
+        body.extend_from_slice(id);
+    }
+    pack.add(PackKind::Tree, &body)
+        .map_err(|e| RepoError::WritePack { source: e })
+}
+
+/// git's order of tree entries: by name, a directory's name as if it ended in `/`.
+fn tree_order(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    match a[..n].cmp(&b[..n]) {
+        std::cmp::Ordering::Equal => {}
+        other => return other,
+    }
+    let next = |name: &[u8], dir: bool| match name.get(n) {
+        Some(&c) => c,
+        None if dir => b'/',
+        None => 0,
+    };
+    next(a, a_dir).cmp(&next(b, b_dir))
+}
+
+/// A commit object's content, as libgit2 writes it (the message as given).
+fn commit_object(
+    tree: &[u8; 20],
+    parent: &Oid,
+    sig: &git2::Signature<'_>,
+    message: &str,
+) -> Vec<u8> {
+    let when = sig.when();
+    let off = when.offset_minutes();
+    let person = format!(
+        "{} <{}> {} {}{:02}{:02}",
+        String::from_utf8_lossy(sig.name_bytes()),
+        String::from_utf8_lossy(sig.email_bytes()),
+        when.seconds(),
+        if off < 0 { '-' } else { '+' },
+        off.abs() / 60,
+        off.abs() % 60
+    );
+    let mut tree_hex = String::with_capacity(40);
+    for b in tree {
+        tree_hex.push_str(&format!("{b:02x}"));
+    }
+    format!("tree {tree_hex}\nparent {parent}\nauthor {person}\ncommitter {person}\n\n{message}")
+        .into_bytes()
 }
 
 fn check_path(path: &[u8]) -> Result<(), RepoError> {
@@ -1181,6 +1535,59 @@ fn in_parallel<I: Sync, R: Send>(
     }
     all.sort_by_key(|(i, _)| *i);
     Ok(all.into_iter().map(|(_, r)| r).collect())
+}
+
+/// What `stat` says of a file (`None`: absent), to tell whether it changed since it was
+/// read. A file git rewrites (by renaming a new one over it) gets a new inode; the size
+/// and modification time catch an edit in place.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileStamp(Option<(u64, u64, i64, i64)>);
+
+impl FileStamp {
+    fn of(path: &Path) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp(
+            fs::metadata(path)
+                .ok()
+                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec())),
+        )
+    }
+    fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Process-wide libgit2 settings for the serving programs (annexgate-shell,
+/// annexgate-http), which read the branch on every request and commit to it in batches:
+/// objects are not re-hashed on every read (git itself does not; `git fsck` does), the
+/// objects a new tree or commit names are not looked up again (they were just written,
+/// or read from the branch), and trees up to 512 KiB stay in libgit2's object cache (the
+/// branch's root tree is 30-130 KiB; the default limit of 4 KiB made every request
+/// re-read and inflate it), the whole cache capped at 4 MiB; pack files are mapped a
+/// window at a time. Call before any thread is started.
+pub fn tune_for_serving() {
+    git2::opts::strict_hash_verification(false);
+    git2::opts::strict_object_creation(false);
+    // SAFETY: called at the start of main, before the programs start any thread; the
+    // arguments are the ones these options take (an object type and a size_t; a ssize_t).
+    unsafe {
+        if let Err(e) = git2::opts::set_cache_object_limit(ObjectType::Tree, 512 * 1024) {
+            tracing::debug!("cannot raise libgit2's tree cache limit: {e}");
+        }
+        libgit2_sys::git_libgit2_opts(
+            libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as libc::c_int,
+            (4 * 1024 * 1024) as libc::ssize_t,
+        );
+        // Packs are read through windows of 128 KiB, at most 4 MiB mapped at once (the
+        // least recently used are unmapped): reads of trees all over a big pack would
+        // otherwise leave all of it mapped and resident (libgit2 maps up to 1 GiB).
+        if let Err(e) = git2::opts::set_mwindow_size(128 * 1024) {
+            tracing::debug!("cannot set libgit2's pack window size: {e}");
+        }
+        if let Err(e) = git2::opts::set_mwindow_mapped_limit(4 * 1024 * 1024) {
+            tracing::debug!("cannot set libgit2's pack mapping limit: {e}");
+        }
+    }
 }
 
 /// Process-wide libgit2 settings for a program that reads a lot of the branch: objects

@@ -1546,6 +1546,7 @@ pub async fn start(opts: HttpOptions) -> Result<Running, HttpServerError> {
 
 /// Run the server until SIGINT or SIGTERM; returns the exit status. Errors go to stderr.
 pub fn main(opts: HttpOptions) -> i32 {
+    crate::branch::repo::tune_for_serving();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.threads {
         builder.worker_threads(n.max(1));

@@ -116,6 +116,7 @@ impl ShellEnv {
 
 /// Run annexgate-shell with `argv` (program name excluded); returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
+    crate::branch::repo::tune_for_serving();
     let env = ShellEnv::from_process();
     match run(argv, &env) {
         Ok(code) => code,
