@@ -995,3 +995,38 @@ fn sibling_containment_follows_the_branch_as_it_moves() {
     let sibs = repo.view().unwrap().unmerged_siblings();
     assert!(sibs.is_empty(), "the branch now contains b's: {sibs:?}");
 }
+
+/// A `GitRepo` kept open (as a gateway keeps it) sees sibling branches as they appear,
+/// move into `packed-refs` and go away, on its next view: they are found by listing ref
+/// names, loose and packed, every time.
+#[test]
+fn sibling_branches_are_seen_as_they_come_and_go() {
+    let a = Annex::new();
+    let ra = a.init("a", "repo a");
+    a.add(&ra, "f.txt", "siblings\n");
+    let rb = a.dir("b");
+    a.git(
+        a.tmp.path(),
+        &["clone", "-q", ra.to_str().unwrap(), rb.to_str().unwrap()],
+    );
+    a.annex(&rb, &["init", "repo b"]);
+    a.git(&ra, &["remote", "add", "b", "../b"]);
+
+    let repo = GitRepo::open(&ra).unwrap();
+    let names = |repo: &GitRepo| -> Vec<String> {
+        repo.view()
+            .unwrap()
+            .unmerged_siblings()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    };
+    assert!(names(&repo).is_empty());
+    a.git(&ra, &["fetch", "-q", "b"]);
+    assert_eq!(names(&repo), vec!["refs/remotes/b/git-annex".to_string()]);
+    a.git(&ra, &["pack-refs", "--all"]);
+    assert!(!ra.join(".git/refs/remotes/b/git-annex").exists());
+    assert_eq!(names(&repo), vec!["refs/remotes/b/git-annex".to_string()]);
+    a.git(&ra, &["update-ref", "-d", "refs/remotes/b/git-annex"]);
+    assert!(names(&repo).is_empty());
+}
