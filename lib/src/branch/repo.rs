@@ -991,6 +991,8 @@ impl GitRepo {
         let spawned = std::process::Command::new("git")
             .arg("--git-dir")
             .arg(&self.common_dir)
+            // One thread for the delta search: it runs beside the requests being served.
+            .args(["-c", "pack.threads=1"])
             .args(["repack", "--geometric=2", "-d", "-l", "-q"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
