@@ -568,7 +568,7 @@ struct Inflater {
     ok: bool,
 }
 
-pub(super) unsafe extern "C" fn z_alloc(
+unsafe extern "C" fn z_alloc(
     _: libz_sys::voidpf,
     items: libz_sys::uInt,
     size: libz_sys::uInt,
@@ -577,29 +577,34 @@ pub(super) unsafe extern "C" fn z_alloc(
     unsafe { libc::calloc(items as libc::size_t, size as libc::size_t) }
 }
 
-pub(super) unsafe extern "C" fn z_free(_: libz_sys::voidpf, p: libz_sys::voidpf) {
+unsafe extern "C" fn z_free(_: libz_sys::voidpf, p: libz_sys::voidpf) {
     // SAFETY: p came from z_alloc (calloc).
     unsafe { libc::free(p) }
 }
 
+/// A zlib stream not yet initialised, with our allocators (for inflateInit/deflateInit).
+pub(super) fn new_z_stream() -> Box<libz_sys::z_stream> {
+    Box::new(libz_sys::z_stream {
+        next_in: std::ptr::null_mut(),
+        avail_in: 0,
+        total_in: 0,
+        next_out: std::ptr::null_mut(),
+        avail_out: 0,
+        total_out: 0,
+        msg: std::ptr::null_mut(),
+        state: std::ptr::null_mut(),
+        zalloc: z_alloc,
+        zfree: z_free,
+        opaque: std::ptr::null_mut(),
+        data_type: 0,
+        adler: 0,
+        reserved: 0,
+    })
+}
+
 impl Inflater {
     fn new() -> Inflater {
-        let mut strm = Box::new(libz_sys::z_stream {
-            next_in: std::ptr::null_mut(),
-            avail_in: 0,
-            total_in: 0,
-            next_out: std::ptr::null_mut(),
-            avail_out: 0,
-            total_out: 0,
-            msg: std::ptr::null_mut(),
-            state: std::ptr::null_mut(),
-            zalloc: z_alloc,
-            zfree: z_free,
-            opaque: std::ptr::null_mut(),
-            data_type: 0,
-            adler: 0,
-            reserved: 0,
-        });
+        let mut strm = new_z_stream();
         // SAFETY: a fully initialised z_stream with our allocators; zlib's version string
         // and the struct size let it check the ABI.
         let rc = unsafe {

@@ -5,7 +5,7 @@
 use super::*;
 use crate::branch::log::paths::{location_log_key, location_log_path, BranchHash};
 use crate::branch::repo::{GitRepo, ObjectId};
-use crate::branch::testing::git;
+use crate::branch::testing::{empty_annex_branch, git};
 use crate::types::Key;
 
 fn raw(hex: &str) -> [u8; 20] {
@@ -177,9 +177,7 @@ fn bulk_reads(ref_deltas: bool) {
         ],
     );
     git(dir, &["config", "annex.version", "10"]);
-    let tree = git(dir, &["hash-object", "-t", "tree", "-w", "/dev/null"]);
-    let commit = git(dir, &["commit-tree", &tree, "-m", "branch created"]);
-    git(dir, &["update-ref", "refs/heads/git-annex", &commit]);
+    empty_annex_branch(dir);
     let repo = GitRepo::open(dir).unwrap();
     let key = |n: u32| Key::from_str(&format!("SHA256E-s{n}--{n:064x}.dat")).unwrap();
     let uuid = |n: u32| format!("{n:08x}-0000-4000-8000-000000000000");

@@ -85,7 +85,12 @@ impl PackBuilder {
 
     /// Add an object (once: adding the same object again does nothing); its id.
     pub fn add(&mut self, kind: Kind, content: &[u8]) -> io::Result<[u8; 20]> {
-        let id = object_id(kind, content);
+        self.add_hashed(kind, object_id(kind, content), content)
+    }
+
+    /// [`Self::add`] for an object whose id the caller already computed with
+    /// [`object_id`] (it is not checked again).
+    pub fn add_hashed(&mut self, kind: Kind, id: [u8; 20], content: &[u8]) -> io::Result<[u8; 20]> {
         if !self.ids.insert(id) {
             return Ok(id);
         }
@@ -240,22 +245,7 @@ struct Deflater {
 
 impl Deflater {
     fn new() -> Deflater {
-        let mut strm = Box::new(libz_sys::z_stream {
-            next_in: std::ptr::null_mut(),
-            avail_in: 0,
-            total_in: 0,
-            next_out: std::ptr::null_mut(),
-            avail_out: 0,
-            total_out: 0,
-            msg: std::ptr::null_mut(),
-            state: std::ptr::null_mut(),
-            zalloc: super::pack::z_alloc,
-            zfree: super::pack::z_free,
-            opaque: std::ptr::null_mut(),
-            data_type: 0,
-            adler: 0,
-            reserved: 0,
-        });
+        let mut strm = super::pack::new_z_stream();
         // SAFETY: a fully initialised z_stream with our allocators; zlib's version string
         // and the struct size let it check the ABI.
         let rc = unsafe {

@@ -3,7 +3,7 @@ use std::path::Path;
 use super::*;
 use crate::branch::log::paths::{location_log_path, BranchHash};
 use crate::branch::repo::GitRepo;
-use crate::branch::testing::git;
+use crate::branch::testing::{empty_annex_branch, git};
 use crate::types::Key;
 
 fn idx_files(dir: &Path) -> Vec<PathBuf> {
@@ -111,9 +111,7 @@ fn branch_commits_are_packs_with_gits_trees() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     git(dir, &["init", "-q", "--bare"]);
-    let empty = git(dir, &["hash-object", "-t", "tree", "-w", "/dev/null"]);
-    let first = git(dir, &["commit-tree", &empty, "-m", "branch created"]);
-    git(dir, &["update-ref", "refs/heads/git-annex", &first]);
+    empty_annex_branch(dir);
     let repo = GitRepo::open(dir).unwrap();
     let key = |n: u32| Key::from_str(&format!("SHA256E-s{n}--{n:064x}.dat")).unwrap();
     let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -153,6 +151,7 @@ fn branch_commits_are_packs_with_gits_trees() {
     for (p, c) in &last {
         tb.upsert(p.clone(), g.blob(c).unwrap(), git2::FileMode::Blob);
     }
+    let empty = git(dir, &["hash-object", "-t", "tree", "/dev/null"]);
     let base = g.find_tree(git2::Oid::from_str(&empty).unwrap()).unwrap();
     let theirs = tb.create_updated(&g, &base).unwrap();
     let ours = git(dir, &["rev-parse", "git-annex^{tree}"]);
@@ -169,9 +168,7 @@ fn many_commits_are_rolled_up_into_fewer_packs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     git(dir, &["init", "-q", "--bare"]);
-    let empty = git(dir, &["hash-object", "-t", "tree", "-w", "/dev/null"]);
-    let first = git(dir, &["commit-tree", &empty, "-m", "branch created"]);
-    git(dir, &["update-ref", "refs/heads/git-annex", &first]);
+    empty_annex_branch(dir);
     let repo = GitRepo::open(dir).unwrap();
     let commits = 40;
     let mut most = 0;

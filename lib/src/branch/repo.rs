@@ -863,13 +863,13 @@ impl GitRepo {
             let changes: BTreeMap<Vec<u8>, Vec<u8>> = changes.into_iter().collect();
             for (path, content) in &changes {
                 check_path(path)?;
-                let id = Oid::from_bytes(&object_id(PackKind::Blob, content))
-                    .map_err(git("hashing a log file"))?;
+                let raw = object_id(PackKind::Blob, content);
+                let id = Oid::from_bytes(&raw).map_err(git("hashing a log file"))?;
                 if view.tip_tree_entry(path)? == Some(id) {
                     continue;
                 }
                 let id = pack
-                    .add(PackKind::Blob, content)
+                    .add_hashed(PackKind::Blob, raw, content)
                     .map_err(|e| RepoError::WritePack { source: e })?;
                 insert_tree_change(&mut tree_changes, path, id)?;
                 changed.push(path.clone());

@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::sizes::{committed_sizes, full_walk, repo_sizes, SizesSource, CACHE_FILE};
 use super::*;
 use crate::branch::log::paths::{journal_name, location_log_path, BranchHash};
 use crate::branch::repo::{GitRepo, ObjectId};
-use crate::branch::testing::git;
+use crate::branch::testing::{empty_annex_branch, git, git_env};
 use crate::placement::{Engine, KeyFacts, TrustLevel, Want};
 use crate::types::{Key, Uuid};
 
@@ -41,9 +40,7 @@ impl Fixture {
         git(&dir, &["init", "-q"]);
         git(&dir, &["config", "annex.uuid", A]);
         git(&dir, &["config", "annex.version", "10"]);
-        let tree = git(&dir, &["hash-object", "-t", "tree", "-w", "/dev/null"]);
-        let commit = git(&dir, &["commit-tree", &tree, "-m", "branch created"]);
-        git(&dir, &["update-ref", "refs/heads/git-annex", &commit]);
+        empty_annex_branch(&dir);
         Fixture { _tmp: tmp, dir }
     }
 
@@ -75,25 +72,7 @@ impl Fixture {
     /// Commit the removal of a file from the branch (with plain git).
     fn remove(&self, path: &[u8]) -> ObjectId {
         let index = self.dir.join(".git/tmp-index");
-        let run = |args: &[&str]| {
-            let out = Command::new("git")
-                .args(args)
-                .current_dir(&self.dir)
-                .env("GIT_INDEX_FILE", &index)
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let run = |args: &[&str]| git_env(&self.dir, args, &[("GIT_INDEX_FILE", &index)]);
         let p = std::str::from_utf8(path).unwrap();
         run(&["read-tree", "refs/heads/git-annex"]);
         run(&["rm", "--cached", "-q", p]);
