@@ -563,7 +563,7 @@ fn apply_delta(base: &[u8], d: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A reusable zlib inflate stream.
-struct Inflater {
+pub(super) struct Inflater {
     strm: Box<libz_sys::z_stream>,
     ok: bool,
 }
@@ -603,7 +603,7 @@ pub(super) fn new_z_stream() -> Box<libz_sys::z_stream> {
 }
 
 impl Inflater {
-    fn new() -> Inflater {
+    pub(super) fn new() -> Inflater {
         let mut strm = new_z_stream();
         // SAFETY: a fully initialised z_stream with our allocators; zlib's version string
         // and the struct size let it check the ABI.
@@ -622,7 +622,7 @@ impl Inflater {
 
     /// Inflate the zlib stream at the start of `input`, which must give exactly `size`
     /// bytes.
-    fn inflate(&mut self, input: &[u8], size: usize) -> Option<Vec<u8>> {
+    pub(super) fn inflate(&mut self, input: &[u8], size: usize) -> Option<Vec<u8>> {
         if !self.ok {
             return None;
         }

@@ -165,6 +165,17 @@ fn branch_commits_are_packs_with_gits_trees() {
 /// `git repack --geometric=2` rolls them up, and the branch stays whole.
 #[test]
 fn many_commits_are_rolled_up_into_fewer_packs() {
+    rolled_up(false);
+}
+
+/// The same when every commit comes from a `GitRepo` of its own, as from gateway
+/// sessions (a process each) that commit a few times each.
+#[test]
+fn commits_of_short_sessions_are_rolled_up_too() {
+    rolled_up(true);
+}
+
+fn rolled_up(short_lived: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     git(dir, &["init", "-q", "--bare"]);
@@ -177,7 +188,11 @@ fn many_commits_are_rolled_up_into_fewer_packs() {
             &Key::from_str(&format!("SHA256E-s{n}--{n:064x}")).unwrap(),
             BranchHash::TwoLevel,
         );
-        repo.commit(&[(path, format!("{n}s 1 u\n").into_bytes())], "update")
+        let fresh = short_lived.then(|| GitRepo::open(dir).unwrap());
+        fresh
+            .as_ref()
+            .unwrap_or(&repo)
+            .commit(&[(path, format!("{n}s 1 u\n").into_bytes())], "update")
             .unwrap();
         most = most.max(idx_files(dir).len());
     }
@@ -194,4 +209,36 @@ fn many_commits_are_rolled_up_into_fewer_packs() {
     drop(repo);
     git(dir, &["fsck", "--strict", "--no-dangling"]);
     assert_eq!(git(dir, &["rev-list", "--count", "git-annex"]), "41");
+}
+
+/// A stored zlib stream is zlib's: it inflates back to its input at block boundaries
+/// and past them, and carries the checksum zlib checks (a changed byte is refused).
+#[test]
+fn stored_zlib_streams_inflate_back() {
+    let mut inflater = crate::branch::pack::Inflater::new();
+    for n in [
+        0usize, 1, 2048, 65_534, 65_535, 65_536, 131_070, 131_071, 200_001,
+    ] {
+        let input: Vec<u8> = (0..n).map(|j| (j * 31 % 256) as u8).collect();
+        let mut out = vec![0xaa];
+        stored_zlib(&input, &mut out);
+        assert_eq!(out[0], 0xaa, "appended, not overwritten");
+        let stream = &out[1..];
+        assert_eq!(
+            stream.len(),
+            2 + 5 * n.div_ceil(65_535).max(1) + n + 4,
+            "size {n}"
+        );
+        assert_eq!(
+            inflater.inflate(stream, n).as_deref(),
+            Some(&input[..]),
+            "size {n}"
+        );
+        if n > 0 {
+            let mut bad = stream.to_vec();
+            let i = bad.len() - 5;
+            bad[i] ^= 1;
+            assert_eq!(inflater.inflate(&bad, n), None, "size {n}: checksum");
+        }
+    }
 }

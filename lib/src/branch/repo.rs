@@ -120,7 +120,36 @@ pub struct GitRepo {
     odb_opened: std::sync::Mutex<(Instant, FileStamp)>,
     /// The git config as last read, and when (see [`Self::recent_config`]).
     config_cache: std::sync::Mutex<Option<(Instant, std::sync::Arc<GitConfig>)>>,
+    /// Whether that config names private repositories (asked by every view), with the
+    /// config it was worked out from.
+    private_known: std::sync::Mutex<Option<(std::sync::Arc<GitConfig>, bool)>>,
+    /// Refs and ref listings as last read, with the stat of the files they came from
+    /// (see [`RefCache`]).
+    ref_cache: std::sync::Mutex<RefCache>,
 }
+
+/// What a view needs of the refs, remembered between views: every request of a gateway
+/// opens a view, and reading the branch tip, the sibling branches and git-annex's lists of
+/// merged and ignored refs afresh was some 70 system calls a time. A remembered reading
+/// is used again while the files it came from stat the same (git replaces a ref file by
+/// renaming a new one over it: another inode; a directory gets a new modification time
+/// when an entry is added, removed or renamed in it), and for at most [`REFS_TRUST`]:
+/// with the coarse timestamps of older kernels two changes within one clock tick could
+/// stat alike, so nothing is trusted longer than that. (git-annex itself reads the
+/// sibling branches once per process.)
+#[derive(Default)]
+struct RefCache {
+    /// Ref name -> the stat of its loose file and of `packed-refs`, when read, and the
+    /// object it names (`None`: no such ref).
+    refs: HashMap<String, (FileStamp, FileStamp, Instant, Option<Oid>)>,
+    /// The loose sibling branch names, with the stat of every directory listed for them.
+    loose_siblings: Option<(Vec<(PathBuf, FileStamp)>, Instant, Vec<String>)>,
+    /// The commits in `annex/ignoredrefs` and `annex/mergedrefs`, with those files' stat.
+    skip: Option<([FileStamp; 2], Instant, HashSet<Oid>)>,
+}
+
+/// The longest a remembered reading of refs is used (see [`RefCache`]).
+const REFS_TRUST: Duration = Duration::from_secs(1);
 
 /// How many packs a `GitRepo` writes between counting the packs (see
 /// [`GitRepo::pack_written`]).
@@ -201,7 +230,73 @@ impl GitRepo {
             packs_written: Default::default(),
             odb_opened: std::sync::Mutex::new((Instant::now(), FileStamp(None))),
             config_cache: Default::default(),
+            ref_cache: Default::default(),
+            private_known: Default::default(),
         }
+    }
+
+    /// Whether the config (as [`Self::recent_config`] has it) names private repositories.
+    fn private_known(&self) -> Result<bool, RepoError> {
+        let cfg = self.recent_config()?;
+        let mut known = self.private_known.lock().unwrap_or_else(|p| p.into_inner());
+        match known.as_ref() {
+            Some((c, k)) if std::sync::Arc::ptr_eq(c, &cfg) => Ok(*k),
+            _ => {
+                let k = !cfg.private_uuids().is_empty();
+                *known = Some((cfg, k));
+                Ok(k)
+            }
+        }
+    }
+
+    fn ref_cache(&self) -> std::sync::MutexGuard<'_, RefCache> {
+        self.ref_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The object ref `name` names (`None`: no such ref), remembered while its loose file
+    /// and `packed-refs` (stat as `packed`) stay as they were (see [`RefCache`]).
+    fn ref_target(&self, name: &str, packed: FileStamp) -> Result<Option<Oid>, git2::Error> {
+        let loose = FileStamp::of(&self.common_dir.join(name));
+        if let Some((l, p, at, oid)) = self.ref_cache().refs.get(name) {
+            if *l == loose && *p == packed && at.elapsed() < REFS_TRUST {
+                return Ok(*oid);
+            }
+        }
+        let at = Instant::now();
+        let oid = match self.repo.refname_to_id(name) {
+            Ok(oid) => Some(oid),
+            Err(e) if e.code() == ErrorCode::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut cache = self.ref_cache();
+        if cache.refs.len() > 4096 {
+            cache.refs.clear();
+        }
+        cache
+            .refs
+            .insert(name.to_string(), (loose, packed, at, oid));
+        Ok(oid)
+    }
+
+    /// The branch tip as a view reads it: [`Self::branch_tip`], remembered (see
+    /// [`RefCache`]).
+    fn view_tip(&self, packed: FileStamp) -> Result<ObjectId, RepoError> {
+        match self.ref_target(BRANCH_REF, packed) {
+            Ok(Some(oid)) => Ok(ObjectId(oid)),
+            Ok(None) => Err(RepoError::NoBranch {
+                path: self.git_dir.clone(),
+            }),
+            Err(source) => Err(RepoError::Git {
+                what: "resolving refs/heads/git-annex",
+                source,
+            }),
+        }
+    }
+
+    /// Forget what was read of ref `name` (after it could not be updated from the value
+    /// read: somebody else moved it).
+    fn forget_ref(&self, name: &str) {
+        self.ref_cache().refs.remove(name);
     }
 
     /// Whether commit `tip` has `side` among its ancestors (`graph_descendant_of`), cheaply
@@ -391,7 +486,8 @@ impl GitRepo {
     /// A view of the branch as git-annex would read it now.
     pub fn view(&self) -> Result<BranchView<'_>, RepoError> {
         self.renew_odb();
-        let tip = self.branch_tip()?;
+        let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
+        let tip = self.view_tip(packed)?;
         let tip_commit = self
             .repo
             .find_commit(tip.0)
@@ -399,7 +495,7 @@ impl GitRepo {
         let tip_tree = tip_commit
             .tree()
             .map_err(git("reading the git-annex branch"))?;
-        let siblings = self.unmerged_siblings(tip.0)?;
+        let siblings = self.unmerged_siblings(tip.0, packed)?;
         let mut sibling_trees = Vec::new();
         for (name, oid) in &siblings {
             let tree = self
@@ -409,7 +505,7 @@ impl GitRepo {
                 .map_err(git("reading a sibling git-annex branch"))?;
             sibling_trees.push((name.clone(), *oid, tree));
         }
-        let private_known = !self.recent_config()?.private_uuids().is_empty();
+        let private_known = self.private_known()?;
         let annex = self.annex_dir();
         Ok(BranchView {
             repo: self,
@@ -418,45 +514,31 @@ impl GitRepo {
             siblings: sibling_trees,
             journal: annex.join("journal"),
             private_journal: private_known.then(|| annex.join("journal-private")),
+            trees: Default::default(),
         })
     }
 
     /// Sibling git-annex branches not merged into the branch at `tip`, as git-annex
     /// determines them: refs whose name ends in `/git-annex`, one per commit, minus those
     /// in `annex/ignoredrefs` and `annex/mergedrefs` and those the branch already contains.
-    fn unmerged_siblings(&self, tip: Oid) -> Result<Vec<(String, ObjectId)>, RepoError> {
-        let annex = self.annex_dir();
-        let mut skip: HashSet<Oid> = HashSet::new();
-        for (file, field) in [("ignoredrefs", 0usize), ("mergedrefs", 0usize)] {
-            let p = annex.join(file);
-            match fs::read(&p) {
-                Ok(text) => {
-                    for line in text.split(|&b| b == b'\n') {
-                        let first = line.split(|&b| b == b'\t' || b == b' ').nth(field);
-                        if let Some(oid) = first
-                            .and_then(|s| std::str::from_utf8(s).ok())
-                            .and_then(|s| Oid::from_str(s.trim()).ok())
-                        {
-                            skip.insert(oid);
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&p)(e)),
-            }
-        }
+    fn unmerged_siblings(
+        &self,
+        tip: Oid,
+        packed: FileStamp,
+    ) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let skip = self.skipped_refs()?;
         let mut seen: HashSet<Oid> = HashSet::new();
         let mut out = Vec::new();
         let mut named: Vec<(String, Oid)> = Vec::new();
-        for name in self.sibling_names()? {
-            // Gone since the listing: skipped (the next listing drops it).
-            let Ok(r) = self.repo.find_reference(&name) else {
+        for name in self.sibling_names(packed)? {
+            // Gone since the listing, or not naming a commit: skipped.
+            let Ok(Some(oid)) = self.ref_target(&name, packed) else {
                 continue;
             };
-            let Ok(commit) = r.peel_to_commit() else {
+            if self.repo.find_commit(oid).is_err() {
                 continue;
-            };
-            named.push((name, commit.id()));
+            }
+            named.push((name, oid));
         }
         for (name, oid) in named {
             if oid == tip || skip.contains(&oid) || !seen.insert(oid) {
@@ -472,37 +554,49 @@ impl GitRepo {
         Ok(out)
     }
 
+    /// The commits listed in `annex/ignoredrefs` and `annex/mergedrefs` (remembered while
+    /// the two files stat the same, see [`RefCache`]).
+    fn skipped_refs(&self) -> Result<HashSet<Oid>, RepoError> {
+        let annex = self.annex_dir();
+        let files = [annex.join("ignoredrefs"), annex.join("mergedrefs")];
+        let stamps = [FileStamp::of(&files[0]), FileStamp::of(&files[1])];
+        if let Some((s, at, skip)) = &self.ref_cache().skip {
+            if *s == stamps && at.elapsed() < REFS_TRUST {
+                return Ok(skip.clone());
+            }
+        }
+        let at = Instant::now();
+        let mut skip: HashSet<Oid> = HashSet::new();
+        for p in &files {
+            match fs::read(p) {
+                Ok(text) => {
+                    for line in text.split(|&b| b == b'\n') {
+                        let first = line.split(|&b| b == b'\t' || b == b' ').next();
+                        if let Some(oid) = first
+                            .and_then(|s| std::str::from_utf8(s).ok())
+                            .and_then(|s| Oid::from_str(s.trim()).ok())
+                        {
+                            skip.insert(oid);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(p)(e)),
+            }
+        }
+        self.ref_cache().skip = Some((stamps, at, skip.clone()));
+        Ok(skip)
+    }
+
     /// The names of the refs that are sibling git-annex branches (`…/git-annex` other than
     /// the branch itself), sorted, without reading every ref: the loose ones by listing
     /// the directories under `refs/` (names only), the packed ones from `packed-refs`,
     /// parsed again only when that file changed. (libgit2's ref iterator opens and reads
     /// every loose ref; that was a tenth of a gateway request's time.)
-    fn sibling_names(&self) -> Result<Vec<String>, RepoError> {
-        let mut names = BTreeSet::new();
-        let mut dirs = vec![(self.common_dir.join("refs"), String::from("refs"))];
-        while let Some((dir, name)) = dirs.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(&dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io_err(&dir))?;
-                let Some(file) = entry.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                let full = format!("{name}/{file}");
-                match entry.file_type() {
-                    Ok(t) if t.is_dir() => dirs.push((entry.path(), full)),
-                    Ok(_) if file == "git-annex" && full != BRANCH_REF => {
-                        names.insert(full);
-                    }
-                    _ => {}
-                }
-            }
-        }
+    fn sibling_names(&self, packed_stamp: FileStamp) -> Result<Vec<String>, RepoError> {
+        let mut names: BTreeSet<String> = self.loose_sibling_names()?.into_iter().collect();
         let packed = self.common_dir.join("packed-refs");
-        let stamp = FileStamp::of(&packed);
+        let stamp = packed_stamp;
         let mut cache = self
             .packed_siblings
             .lock()
@@ -536,6 +630,44 @@ impl GitRepo {
             names.extend(found.iter().cloned());
         }
         Ok(names.into_iter().collect())
+    }
+
+    /// The loose refs named `…/git-annex` (other than the branch), found by listing the
+    /// directories under `refs/` (names only); the listing is remembered while every
+    /// directory in it stats the same (see [`RefCache`]).
+    fn loose_sibling_names(&self) -> Result<Vec<String>, RepoError> {
+        if let Some((dirs, at, names)) = &self.ref_cache().loose_siblings {
+            if at.elapsed() < REFS_TRUST && dirs.iter().all(|(d, s)| FileStamp::of(d) == *s) {
+                return Ok(names.clone());
+            }
+        }
+        let at = Instant::now();
+        let mut names = Vec::new();
+        let mut listed = Vec::new();
+        let mut dirs = vec![(self.common_dir.join("refs"), String::from("refs"))];
+        while let Some((dir, name)) = dirs.pop() {
+            // Stat before listing: a change made while listing shows next time.
+            listed.push((dir.clone(), FileStamp::of(&dir)));
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err(&dir))?;
+                let Some(file) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let full = format!("{name}/{file}");
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push((entry.path(), full)),
+                    Ok(_) if file == "git-annex" && full != BRANCH_REF => names.push(full),
+                    _ => {}
+                }
+            }
+        }
+        self.ref_cache().loose_siblings = Some((listed, at, names.clone()));
+        Ok(names)
     }
 
     /// A file as committed at `commit` (no journal, no siblings); `None` if absent.
@@ -907,6 +1039,7 @@ impl GitRepo {
                 Ok(_) => {}
                 Err(e) if e.code() == ErrorCode::Modified || e.code() == ErrorCode::Locked => {
                     tracing::debug!(attempt, "git-annex branch moved while committing; retrying");
+                    self.forget_ref(BRANCH_REF);
                     std::thread::sleep(Duration::from_millis(attempt as u64 * 5));
                     continue;
                 }
@@ -949,8 +1082,8 @@ impl GitRepo {
     }
 
     /// Keep the number of packs down: every commit adds one, and every object lookup
-    /// that misses looks through all of them. Every [`PACK_CHECK_EVERY`] packs written
-    /// here the pack directory is counted, and above [`PACK_LIMIT`] packs a
+    /// that misses looks through all of them. At the first pack written here and every
+    /// [`PACK_CHECK_EVERY`] after, the pack directory is counted, and above [`PACK_LIMIT`] packs a
     /// `git repack --geometric=2 -d` is started in the background (one at a time): it
     /// rolls the small packs (and loose objects) into one, leaving big packs alone, so
     /// its cost stays proportional to what was added since. git's own limit before
@@ -971,10 +1104,11 @@ impl GitRepo {
             }
             st.1 = None;
         }
-        if st.0 < PACK_CHECK_EVERY {
+        // Counted at this `GitRepo`'s first pack and every few after: a gateway session
+        // (one process) may write only a few, while the packs of all sessions add up.
+        if st.0 % PACK_CHECK_EVERY != 1 {
             return;
         }
-        st.0 = 0;
         let dir = self.common_dir.join("objects").join("pack");
         let count = fs::read_dir(&dir)
             .map(|d| {
@@ -1105,41 +1239,100 @@ fn write_tree(
     changes: &BTreeMap<Vec<u8>, TreeChange>,
     pack: &mut PackBuilder,
 ) -> Result<[u8; 20], RepoError> {
-    let mut entries: BTreeMap<Vec<u8>, (i32, [u8; 20])> = BTreeMap::new();
-    if let Some(t) = base {
-        for e in t.iter() {
-            let mut id = [0u8; 20];
-            id.copy_from_slice(e.id().as_bytes());
-            entries.insert(e.name_bytes().to_vec(), (e.filemode_raw(), id));
-        }
-    }
+    // The changed entries, in git's order.
+    let mut new: Vec<(&[u8], i32, [u8; 20])> = Vec::with_capacity(changes.len());
     for (name, change) in changes {
-        let entry = match change {
-            TreeChange::Blob(id) => (BLOB_MODE, *id),
+        match change {
+            TreeChange::Blob(id) => new.push((name, BLOB_MODE, *id)),
             TreeChange::Dir(sub) => {
-                let old = match entries.get(name) {
-                    Some((TREE_MODE, id)) => Some(
-                        repo.find_tree(Oid::from_bytes(id).map_err(git("reading a tree"))?)
+                let old = match base.and_then(|t| t.get_name_bytes(name)) {
+                    Some(e) if e.filemode_raw() == TREE_MODE => Some(
+                        repo.find_tree(e.id())
                             .map_err(git("reading the git-annex branch"))?,
                     ),
                     _ => None,
                 };
-                (TREE_MODE, write_tree(repo, old.as_ref(), sub, pack)?)
+                new.push((name, TREE_MODE, write_tree(repo, old.as_ref(), sub, pack)?));
             }
-        };
-        entries.insert(name.clone(), entry);
+        }
     }
-    let mut list: Vec<(Vec<u8>, (i32, [u8; 20]))> = entries.into_iter().collect();
-    list.sort_by(|(a, (ma, _)), (b, (mb, _))| tree_order(a, *ma == TREE_MODE, b, *mb == TREE_MODE));
-    let mut body = Vec::with_capacity(list.len() * 48);
-    for (name, (mode, id)) in &list {
-        body.extend_from_slice(format!("{mode:o} ").as_bytes());
-        body.extend_from_slice(name);
-        body.push(0);
-        body.extend_from_slice(id);
+    new.sort_by(|a, b| tree_order(a.0, a.1 == TREE_MODE, b.0, b.1 == TREE_MODE));
+    // Merged with the base's entries (already in git's order), those changed left out.
+    let base_len = base.map_or(0, |t| t.len());
+    let mut body = Vec::with_capacity((base_len + new.len()) * 48);
+    let mut next = new.iter().peekable();
+    let mut last: Option<(Vec<u8>, bool)> = None;
+    for e in base.iter().flat_map(|t| t.iter()) {
+        let name = e.name_bytes();
+        if changes.contains_key(name) {
+            continue;
+        }
+        let (mode, dir) = (e.filemode_raw(), e.filemode_raw() == TREE_MODE);
+        if let Some((prev, prev_dir)) = &last {
+            if tree_order(prev, *prev_dir, name, dir) != std::cmp::Ordering::Less {
+                // Not in git's order (not a tree git wrote): sort it all instead.
+                return write_tree_sorted(base, &new, changes, pack);
+            }
+        }
+        last = Some((name.to_vec(), dir));
+        while let Some((n, m, id)) =
+            next.next_if(|(n, m, _)| tree_order(n, *m == TREE_MODE, name, dir).is_lt())
+        {
+            push_tree_entry(&mut body, n, *m, id);
+        }
+        push_tree_entry(&mut body, name, mode, e.id().as_bytes());
+    }
+    for (n, m, id) in next {
+        push_tree_entry(&mut body, n, *m, id);
     }
     pack.add(PackKind::Tree, &body)
         .map_err(|e| RepoError::WritePack { source: e })
+}
+
+/// [`write_tree`] for a base tree whose entries are not in git's order: everything sorted.
+fn write_tree_sorted(
+    base: Option<&git2::Tree<'_>>,
+    new: &[(&[u8], i32, [u8; 20])],
+    changes: &BTreeMap<Vec<u8>, TreeChange>,
+    pack: &mut PackBuilder,
+) -> Result<[u8; 20], RepoError> {
+    let mut list: Vec<(Vec<u8>, i32, [u8; 20])> = Vec::new();
+    for e in base.iter().flat_map(|t| t.iter()) {
+        if !changes.contains_key(e.name_bytes()) {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(e.id().as_bytes());
+            list.push((e.name_bytes().to_vec(), e.filemode_raw(), id));
+        }
+    }
+    list.extend(new.iter().map(|(n, m, id)| (n.to_vec(), *m, *id)));
+    list.sort_by(|a, b| tree_order(&a.0, a.1 == TREE_MODE, &b.0, b.1 == TREE_MODE));
+    list.dedup_by(|a, b| a.0 == b.0);
+    let mut body = Vec::with_capacity(list.len() * 48);
+    for (name, mode, id) in &list {
+        push_tree_entry(&mut body, name, *mode, id);
+    }
+    pack.add(PackKind::Tree, &body)
+        .map_err(|e| RepoError::WritePack { source: e })
+}
+
+/// One tree entry as git writes it: the mode in octal, a space, the name, a NUL, the id.
+fn push_tree_entry(body: &mut Vec<u8>, name: &[u8], mode: i32, id: &[u8]) {
+    let mut digits = [0u8; 11];
+    let mut i = digits.len();
+    let mut m = mode as u32;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (m & 7) as u8;
+        m >>= 3;
+        if m == 0 {
+            break;
+        }
+    }
+    body.extend_from_slice(&digits[i..]);
+    body.push(b' ');
+    body.extend_from_slice(name);
+    body.push(0);
+    body.extend_from_slice(id);
 }
 
 /// git's order of tree entries: by name, a directory's name as if it ended in `/`.
@@ -1196,6 +1389,14 @@ fn check_path(path: &[u8]) -> Result<(), RepoError> {
         });
     }
     Ok(())
+}
+
+/// A branch path's directory (empty at the top) and file name.
+fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], path),
+    }
 }
 
 fn tree_entry_oid(tree: &git2::Tree<'_>, path: &[u8]) -> Result<Option<Oid>, RepoError> {
@@ -1619,6 +1820,8 @@ pub struct BranchView<'r> {
     siblings: Vec<(String, ObjectId, git2::Tree<'r>)>,
     journal: PathBuf,
     private_journal: Option<PathBuf>,
+    /// Directory path (no trailing slash) -> its tree at the tip; `None` when absent.
+    trees: std::cell::RefCell<HashMap<Vec<u8>, Option<git2::Tree<'r>>>>,
 }
 
 impl<'r> BranchView<'r> {
@@ -1636,12 +1839,54 @@ impl<'r> BranchView<'r> {
     }
 
     fn tip_tree_entry(&self, path: &[u8]) -> Result<Option<Oid>, RepoError> {
-        tree_entry_oid(&self.tip_tree, path)
+        let (dir, name) = split_path(path);
+        let Some(tree) = self.dir_tree(dir)? else {
+            return Ok(None);
+        };
+        let id = match tree.get_name_bytes(name) {
+            Some(e) if e.kind() == Some(ObjectType::Blob) => Some(e.id()),
+            _ => None,
+        };
+        Ok(id)
+    }
+
+    /// The tree of directory `dir` at the tip, remembered for the view's life (a commit
+    /// of many changes, or a reader of many files, looks into the same few directories).
+    fn dir_tree(&self, dir: &[u8]) -> Result<Option<git2::Tree<'r>>, RepoError> {
+        if dir.is_empty() {
+            return Ok(Some(self.tip_tree.clone()));
+        }
+        if let Some(t) = self.trees.borrow().get(dir) {
+            return Ok(t.clone());
+        }
+        let (parent, name) = split_path(dir);
+        let tree = match self.dir_tree(parent)? {
+            None => None,
+            Some(p) => match p.get_name_bytes(name) {
+                Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
+                    self.repo
+                        .repo
+                        .find_tree(e.id())
+                        .map_err(git("reading the branch tree"))?,
+                ),
+                _ => None,
+            },
+        };
+        self.trees.borrow_mut().insert(dir.to_vec(), tree.clone());
+        Ok(tree)
     }
 
     /// The file as committed at the tip.
     pub fn committed(&self, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
-        read_tree_file(&self.repo.repo, &self.tip_tree, path)
+        let Some(id) = self.tip_tree_entry(path)? else {
+            return Ok(None);
+        };
+        let blob = self
+            .repo
+            .repo
+            .find_blob(id)
+            .map_err(git("reading a branch file"))?;
+        Ok(Some(blob.content().to_vec()))
     }
 
     fn journal_file(dir: &Path, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
@@ -1763,7 +2008,6 @@ impl<'r> BranchView<'r> {
         Ok(BranchReader {
             view: self,
             journalled,
-            trees: std::cell::RefCell::new(std::collections::HashMap::new()),
         })
     }
 
@@ -1807,8 +2051,6 @@ impl<'r> BranchView<'r> {
 pub struct BranchReader<'v, 'r> {
     view: &'v BranchView<'r>,
     journalled: HashSet<Vec<u8>>,
-    /// Directory path (no trailing slash) -> its tree at the tip; `None` when absent.
-    trees: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<git2::Tree<'r>>>>,
 }
 
 impl fmt::Debug for BranchReader<'_, '_> {
@@ -1826,55 +2068,9 @@ impl<'r> BranchReader<'_, 'r> {
         self.view
     }
 
-    /// The tree of directory `dir` at the tip (cached).
-    fn dir_tree(&self, dir: &[u8]) -> Result<Option<git2::Tree<'r>>, RepoError> {
-        if dir.is_empty() {
-            return Ok(Some(self.view.tip_tree.clone()));
-        }
-        if let Some(t) = self.trees.borrow().get(dir) {
-            return Ok(t.clone());
-        }
-        let (parent, name) = match dir.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&dir[..i], &dir[i + 1..]),
-            None => (&dir[..0], dir),
-        };
-        let tree = match self.dir_tree(parent)? {
-            None => None,
-            Some(p) => match p.get_name_bytes(name) {
-                Some(e) if e.kind() == Some(ObjectType::Tree) => Some(
-                    self.view
-                        .repo
-                        .repo
-                        .find_tree(e.id())
-                        .map_err(git("reading the branch tree"))?,
-                ),
-                _ => None,
-            },
-        };
-        self.trees.borrow_mut().insert(dir.to_vec(), tree.clone());
-        Ok(tree)
-    }
-
     /// The file as committed at the tip.
     pub fn committed(&self, path: &[u8]) -> Result<Option<Vec<u8>>, RepoError> {
-        let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (&path[..0], path),
-        };
-        let Some(tree) = self.dir_tree(dir)? else {
-            return Ok(None);
-        };
-        let blob_id = match tree.get_name_bytes(name) {
-            Some(e) if e.kind() == Some(ObjectType::Blob) => e.id(),
-            _ => return Ok(None),
-        };
-        let blob = self
-            .view
-            .repo
-            .repo
-            .find_blob(blob_id)
-            .map_err(git("reading a branch file"))?;
-        Ok(Some(blob.content().to_vec()))
+        self.view.committed(path)
     }
 
     /// The current content of a branch file, as [`BranchView::get`] reads it.
@@ -2180,6 +2376,50 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A base tree git would not write (entries out of order) still gives a tree in git's
+    /// order, with the changes applied: the same as libgit2's builder makes of the same
+    /// entries. Modes are written as git writes them.
+    #[test]
+    fn trees_out_of_order_are_sorted_when_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = Repository::init_bare(tmp.path()).unwrap();
+        let blob = |c: &str| {
+            let mut id = [0u8; 20];
+            id.copy_from_slice(g.blob(c.as_bytes()).unwrap().as_bytes());
+            id
+        };
+        let (b1, b2, b3) = (blob("1\n"), blob("2\n"), blob("3\n"));
+        let mut raw = Vec::new();
+        for (name, id) in [(&b"zz"[..], b1), (b"aa", b2), (b"mm", b3)] {
+            push_tree_entry(&mut raw, name, BLOB_MODE, &id);
+        }
+        let odb = g.odb().unwrap();
+        let base_id = odb.write(ObjectType::Tree, &raw).unwrap();
+        let base = g.find_tree(base_id).unwrap();
+        let mut changes = BTreeMap::new();
+        changes.insert(b"mm".to_vec(), TreeChange::Blob(b1));
+        changes.insert(b"bb".to_vec(), TreeChange::Blob(b2));
+        let mut pack = PackBuilder::new();
+        let ours = write_tree(&g, Some(&base), &changes, &mut pack).unwrap();
+        pack.write(&tmp.path().join("objects")).unwrap();
+        let ours = g.find_tree(Oid::from_bytes(&ours).unwrap()).unwrap();
+        let names: Vec<Vec<u8>> = ours.iter().map(|e| e.name_bytes().to_vec()).collect();
+        assert_eq!(names, [&b"aa"[..], b"bb", b"mm", b"zz"].map(<[u8]>::to_vec));
+        let mut tb = git2::build::TreeUpdateBuilder::new();
+        for (n, id) in [("aa", b2), ("bb", b2), ("mm", b1), ("zz", b1)] {
+            tb.upsert(n, Oid::from_bytes(&id).unwrap(), git2::FileMode::Blob);
+        }
+        let empty = g.treebuilder(None).unwrap().write().unwrap();
+        let theirs = tb.create_updated(&g, &g.find_tree(empty).unwrap()).unwrap();
+        assert_eq!(ours.id(), theirs);
+        let mut e = Vec::new();
+        push_tree_entry(&mut e, b"d", TREE_MODE, &[7u8; 20]);
+        assert!(e.starts_with(b"40000 d\0"));
+        e.clear();
+        push_tree_entry(&mut e, b"x", 0o100755, &[7u8; 20]);
+        assert!(e.starts_with(b"100755 x\0"));
     }
 
     #[test]

@@ -170,30 +170,36 @@ impl Perms {
     /// Create `dir` and any missing parents up to `top` (which must exist), giving each
     /// new directory the annex directory mode (git-annex's `createAnnexDirectory`).
     pub fn create_annex_dir(&self, top: &Path, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
+        let outside = || {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} does not exist", dir.display()),
+            )
+        };
+        if !dir.starts_with(top) {
+            return if dir.is_dir() { Ok(()) } else { Err(outside()) };
         }
-        let mut missing = Vec::new();
-        let mut cur = dir;
-        while !cur.is_dir() {
-            if cur == top || !cur.starts_with(top) {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{} does not exist", cur.display()),
-                ));
+        // Made at once when its parent exists (a new key's directory, the common case):
+        // one system call, not a stat of every level first.
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                self.set_annex_dir_perm(dir);
+                return Ok(());
             }
-            missing.push(cur.to_path_buf());
-            cur = match cur.parent() {
-                Some(p) => p,
-                None => break,
-            };
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        for d in missing.iter().rev() {
-            match fs::create_dir(d) {
-                Ok(()) => self.set_annex_dir_perm(d),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
+        if dir == top {
+            return Err(outside());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_annex_dir(top, parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => self.set_annex_dir_perm(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }
