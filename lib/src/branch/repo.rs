@@ -2422,6 +2422,50 @@ mod tests {
         assert!(e.starts_with(b"100755 x\0"));
     }
 
+    /// What a view reads of the refs is remembered while their files stat the same, and for
+    /// at most [`REFS_TRUST`]: a ref rewritten in place with its old size and time (what
+    /// coarse timestamps could make of two quick changes) is seen once that period is
+    /// over; a ref replaced the way git does it (a new file renamed over the old) is seen
+    /// at once.
+    #[test]
+    fn remembered_refs_are_read_again_when_changed_or_old() {
+        use crate::branch::testing::{empty_annex_branch, git};
+        use std::io::Write as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        git(dir, &["init", "-q", "--bare"]);
+        empty_annex_branch(dir);
+        let first = git(dir, &["rev-parse", "git-annex"]);
+        let tree = git(dir, &["rev-parse", "git-annex^{tree}"]);
+        let second = git(dir, &["commit-tree", &tree, "-p", &first, "-m", "two"]);
+        let third = git(dir, &["commit-tree", &tree, "-p", &second, "-m", "three"]);
+        let repo = GitRepo::open(dir).unwrap();
+        let tip = |repo: &GitRepo| repo.view().unwrap().tip().to_string();
+        assert_eq!(tip(&repo), first);
+        // git's way: seen at the next view.
+        git(dir, &["update-ref", "refs/heads/git-annex", &second]);
+        assert_eq!(tip(&repo), second);
+        // In place, same inode, size and modification time: not told apart by stat...
+        let file = dir.join("refs/heads/git-annex");
+        let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|mut f| {
+                f.write_all(format!("{third}\n").as_bytes())?;
+                f.set_modified(mtime)
+            })
+            .unwrap();
+        assert_eq!(
+            tip(&repo),
+            second,
+            "remembered while the file stats the same"
+        );
+        // ...but not trusted for longer than a second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(tip(&repo), third);
+    }
+
     #[test]
     fn object_ids() {
         let hex = "0123456789abcdef0123456789abcdef01234567";
