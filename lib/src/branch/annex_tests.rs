@@ -118,6 +118,19 @@ impl Annex {
         d
     }
 
+    /// A clone of `from` named `name`, initialised as git-annex repository `desc`, and
+    /// known to `from` as its remote `name` (not fetched).
+    fn clone_as_remote(&self, from: &Path, name: &str, desc: &str) -> PathBuf {
+        let d = self.dir(name);
+        self.git(
+            self.tmp.path(),
+            &["clone", "-q", from.to_str().unwrap(), d.to_str().unwrap()],
+        );
+        self.annex(&d, &["init", desc]);
+        self.git(from, &["remote", "add", name, &format!("../{name}")]);
+        d
+    }
+
     /// Add a file and return its key.
     fn add(&self, dir: &Path, file: &str, content: &str) -> Key {
         std::fs::write(dir.join(file), content).unwrap();
@@ -672,18 +685,12 @@ fn unmerged_sibling_branches_are_read_and_kept() {
     let ra = a.init("a", "repo a");
     let key = a.add(&ra, "f.txt", "shared\n");
     let ua = a.uuid(&ra);
-    let rb = a.dir("b");
-    a.git(
-        a.tmp.path(),
-        &["clone", "-q", ra.to_str().unwrap(), rb.to_str().unwrap()],
-    );
-    a.annex(&rb, &["init", "repo b"]);
+    let rb = a.clone_as_remote(&ra, "b", "repo b");
     let ub = a.uuid(&rb);
     let ux = Uuid::parse("44444444-2222-3333-4444-555555555555").unwrap();
     a.annex(&rb, &["setpresentkey", &key.to_text(), ux.as_str(), "1"]);
     // setpresentkey leaves its change in the journal; have it committed in b.
     a.annex(&rb, &["merge"]);
-    a.git(&ra, &["remote", "add", "b", "../b"]);
     a.git(&ra, &["fetch", "-q", "b"]);
 
     let repo = GitRepo::open(&ra).unwrap();
@@ -964,13 +971,7 @@ fn sibling_containment_follows_the_branch_as_it_moves() {
     let a = Annex::new();
     let ra = a.init("a", "repo a");
     let key = a.add(&ra, "f.txt", "moving\n");
-    let rb = a.dir("b");
-    a.git(
-        a.tmp.path(),
-        &["clone", "-q", ra.to_str().unwrap(), rb.to_str().unwrap()],
-    );
-    a.annex(&rb, &["init", "repo b"]);
-    a.git(&ra, &["remote", "add", "b", "../b"]);
+    a.clone_as_remote(&ra, "b", "repo b");
     a.git(&ra, &["fetch", "-q", "b"]);
 
     let repo = GitRepo::open(&ra).unwrap();
@@ -1004,13 +1005,7 @@ fn sibling_branches_are_seen_as_they_come_and_go() {
     let a = Annex::new();
     let ra = a.init("a", "repo a");
     a.add(&ra, "f.txt", "siblings\n");
-    let rb = a.dir("b");
-    a.git(
-        a.tmp.path(),
-        &["clone", "-q", ra.to_str().unwrap(), rb.to_str().unwrap()],
-    );
-    a.annex(&rb, &["init", "repo b"]);
-    a.git(&ra, &["remote", "add", "b", "../b"]);
+    a.clone_as_remote(&ra, "b", "repo b");
 
     let repo = GitRepo::open(&ra).unwrap();
     let names = |repo: &GitRepo| -> Vec<String> {
@@ -1029,4 +1024,12 @@ fn sibling_branches_are_seen_as_they_come_and_go() {
     assert_eq!(names(&repo), vec!["refs/remotes/b/git-annex".to_string()]);
     a.git(&ra, &["update-ref", "-d", "refs/remotes/b/git-annex"]);
     assert!(names(&repo).is_empty());
+    // git-annex itself committing to the branch beside the kept GitRepo: seen at once.
+    let before = repo.view().unwrap().tip();
+    a.annex(&ra, &["describe", "here", "repo a, renamed"]);
+    let tip = a.git(&ra, &["rev-parse", "refs/heads/git-annex"]);
+    assert_ne!(tip.trim(), before.to_string(), "git-annex committed");
+    let view = repo.view().unwrap();
+    assert_eq!(view.tip().to_string(), tip.trim());
+    assert!(String::from_utf8_lossy(&view.get(b"uuid.log").unwrap()).contains("renamed"));
 }

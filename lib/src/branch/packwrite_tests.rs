@@ -3,7 +3,7 @@ use std::path::Path;
 use super::*;
 use crate::branch::log::paths::{location_log_path, BranchHash};
 use crate::branch::repo::GitRepo;
-use crate::branch::testing::{empty_annex_branch, git};
+use crate::branch::testing::{bare_annex_repo, git};
 use crate::types::Key;
 
 fn idx_files(dir: &Path) -> Vec<PathBuf> {
@@ -108,10 +108,8 @@ fn git_reads_and_indexes_our_packs_exactly() {
 /// --strict` finds nothing wrong. Each commit is one new pack, nothing loose.
 #[test]
 fn branch_commits_are_packs_with_gits_trees() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bare_annex_repo();
     let dir = tmp.path();
-    git(dir, &["init", "-q", "--bare"]);
-    empty_annex_branch(dir);
     let repo = GitRepo::open(dir).unwrap();
     let key = |n: u32| Key::from_str(&format!("SHA256E-s{n}--{n:064x}.dat")).unwrap();
     let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -176,10 +174,8 @@ fn commits_of_short_sessions_are_rolled_up_too() {
 }
 
 fn rolled_up(short_lived: bool) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = bare_annex_repo();
     let dir = tmp.path();
-    git(dir, &["init", "-q", "--bare"]);
-    empty_annex_branch(dir);
     let repo = GitRepo::open(dir).unwrap();
     let commits = 40;
     let mut most = 0;

@@ -2429,12 +2429,10 @@ mod tests {
     /// at once.
     #[test]
     fn remembered_refs_are_read_again_when_changed_or_old() {
-        use crate::branch::testing::{empty_annex_branch, git};
+        use crate::branch::testing::{bare_annex_repo, git};
         use std::io::Write as _;
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = bare_annex_repo();
         let dir = tmp.path();
-        git(dir, &["init", "-q", "--bare"]);
-        empty_annex_branch(dir);
         let first = git(dir, &["rev-parse", "git-annex"]);
         let tree = git(dir, &["rev-parse", "git-annex^{tree}"]);
         let second = git(dir, &["commit-tree", &tree, "-p", &first, "-m", "two"]);

@@ -38,3 +38,12 @@ pub(crate) fn empty_annex_branch(dir: &Path) {
     let commit = git(dir, &["commit-tree", &tree, "-m", "branch created"]);
     git(dir, &["update-ref", "refs/heads/git-annex", &commit]);
 }
+
+/// A fresh bare repository with an empty git-annex branch ([`empty_annex_branch`]),
+/// removed when the returned directory is dropped.
+pub(crate) fn bare_annex_repo() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    git(tmp.path(), &["init", "-q", "--bare"]);
+    empty_annex_branch(tmp.path());
+    tmp
+}
