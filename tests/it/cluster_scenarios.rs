@@ -385,3 +385,51 @@ fn cluster_update_learns_local_node_uuids() {
         }
     }
 }
+
+/// An upload big enough to be fanned out on the gateway's worker threads (8 MiB and
+/// more) reaches a local node, a node behind ssh run by annexgate-shell and one run by
+/// git-annex-shell: the ssh nodes' connections belong to the session's thread and are
+/// written from the workers. Every node ends up with the exact bytes, git-annex's fsck
+/// agrees, and whereis names all three.
+#[test]
+fn a_big_upload_fans_out_to_local_and_ssh_nodes() {
+    let env = TestEnv::new(Transport::Shim);
+    let access = [
+        NodeAccess::Local,
+        NodeAccess::Ssh(tools().annexgate_shell.clone()),
+        NodeAccess::Ssh(tools().git_annex_shell.clone()),
+    ];
+    let (gw, nodes) = gateway_with_nodes(&env, SetupTool::Annexgate, &access);
+    let big = crate::harness::pseudo_random((12 << 20) + 5, 21);
+    let client = client_with(
+        &env,
+        &gw,
+        ShellImpl::AnnexgateShell,
+        &[("big.bin", big.clone())],
+        3,
+        None,
+    );
+    let r = client.try_annex(&["copy", "--to", "gw-mycluster", "big.bin"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let mut w = client.whereis(&["big.bin"]);
+    w.sort();
+    assert_eq!(
+        w,
+        ["client", "mycluster", "node1", "node2", "node3"],
+        "whereis big.bin"
+    );
+    let key = client.key_of("big.bin");
+    for n in &nodes {
+        let obj = n
+            .find_object(&key)
+            .unwrap_or_else(|| panic!("{} lacks {key}", n.name()));
+        assert!(
+            std::fs::read(obj).unwrap() == big,
+            "{}: wrong bytes",
+            n.name()
+        );
+        let (code, fsck) = n.fsck(&["--key", &key]);
+        assert_eq!(code, Some(0), "{}: {fsck:?}", n.name());
+        assert_eq!(fsck, [(key.clone(), true)], "{}", n.name());
+    }
+}

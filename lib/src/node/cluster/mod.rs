@@ -180,6 +180,10 @@ pub struct ClusterOptions {
     /// Upload chunks queued for each target before the slowest one holds back the
     /// client (backpressure).
     pub queue_chunks: usize,
+    /// An upload of a key at least this big (by its size field) whose session runs on a
+    /// single-threaded runtime has its targets' writes and the cluster's hash done on
+    /// worker threads, in parallel (see `put`); `None`: never.
+    pub parallel_from: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -189,6 +193,7 @@ impl Default for ClusterOptions {
             clock: Arc::new(super::boottime_secs),
             seed: None,
             queue_chunks: 4,
+            parallel_from: Some(put::PARALLEL_FROM),
         }
     }
 }
@@ -198,6 +203,7 @@ impl std::fmt::Debug for ClusterOptions {
         f.debug_struct("ClusterOptions")
             .field("jobs", &self.jobs)
             .field("seed", &self.seed)
+            .field("parallel_from", &self.parallel_from)
             .field("queue_chunks", &self.queue_chunks)
             .finish_non_exhaustive()
     }

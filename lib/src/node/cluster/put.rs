@@ -7,16 +7,23 @@
 //! `abort`. A full queue holds the client back (the slowest target sets the pace); a
 //! target whose sink fails aborts it and leaves, and the others go on.
 //!
+//! On a single-threaded runtime (an `annexgate-shell` session) the targets of a big
+//! upload and its hash run on a small shared pool of worker threads instead, so that
+//! writing three copies and hashing overlap rather than queue behind each other; small
+//! uploads stay on the session's thread, where handing work between threads would cost
+//! more than it saves.
+//!
 //! Nodes that would each hash the bytes (local repositories with annex.verify) may leave
 //! that to the cluster instead, which then hashes them once as they pass and tells every
 //! target `VALID` only when the hash matched the key (`INVALID` otherwise, which makes
 //! each node check its copy itself and reject it).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -24,6 +31,45 @@ use super::{Busy, Inner};
 use crate::node::{NodeError, PutSink, PutStart, Stored, Validity};
 use crate::types::backend::{is_verifiable, Verdict, Verifier};
 use crate::types::{AssociatedFile, Key, Uuid};
+
+/// The size from which an upload's targets run in parallel (`ClusterOptions::parallel_from`):
+/// below it a file is written in about the time a thread takes to wake.
+pub(super) const PARALLEL_FROM: u64 = 8 << 20;
+
+/// Where an upload's tasks run: the session's runtime, or for a big upload on a
+/// single-threaded one, a pool of worker threads shared by the process (made on first
+/// use). Tasks there may use the session's I/O objects: the session's thread drives
+/// them while it waits for the upload.
+fn spawner(inner: &Inner, key: &Key) -> Handle {
+    let here = Handle::current();
+    let big = match (inner.options.parallel_from, key.size()) {
+        (Some(from), Some(size)) => size >= from,
+        _ => false,
+    };
+    if !big || here.runtime_flavor() != RuntimeFlavor::CurrentThread {
+        return here;
+    }
+    static POOL: OnceLock<Option<Runtime>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("annexgate-fanout")
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!("no worker threads for cluster uploads ({e}); uploading on one");
+                None
+            }
+        }
+    });
+    match pool {
+        Some(rt) => rt.handle().clone(),
+        None => here,
+    }
+}
 
 /// Start a cluster upload of `key`.
 pub(super) async fn start(
@@ -84,11 +130,12 @@ pub(super) async fn start(
             }
         }
     }
-    let verifier = hash_here.then(|| Verifier::new(key, true));
+    let rt = spawner(&inner, key);
+    let hasher = hash_here.then(|| Hasher::spawn(&rt, key, inner.options.queue_chunks));
     let sem = inner.semaphore();
     let targets = accepted
         .into_iter()
-        .map(|(i, sink)| Target::spawn(&inner, key, i, sink, sem.clone(), &before))
+        .map(|(i, sink)| Target::spawn(&rt, &inner, key, i, sink, sem.clone(), &before))
         .collect();
     Ok(PutStart::Accept(Box::new(ClusterSink {
         inner,
@@ -99,9 +146,10 @@ pub(super) async fn start(
         targets,
         fallback,
         sem,
+        rt,
         stored: Vec::new(),
         pos: None,
-        verifier,
+        hasher,
     })))
 }
 
@@ -228,6 +276,7 @@ struct Target {
 
 impl Target {
     fn spawn(
+        rt: &Handle,
         inner: &Arc<Inner>,
         key: &Key,
         member: usize,
@@ -244,7 +293,7 @@ impl Target {
             before: before.clone(),
             _busy: inner.busy(member),
         };
-        let task = tokio::spawn(work(sink, rx, sem, done));
+        let task = rt.spawn(work(sink, rx, sem, done));
         Target {
             member,
             offset,
@@ -369,13 +418,48 @@ struct ClusterSink {
     /// Members lacking the key that were not targets.
     fallback: Vec<usize>,
     sem: Option<Arc<Semaphore>>,
+    /// Where the targets' tasks run.
+    rt: Handle,
     /// Repositories found holding the key during the upload (fallback members that
     /// had it already).
     stored: Vec<Uuid>,
     /// The absolute offset of the next byte, once `begin` announced them.
     pos: Option<(u64, u64)>,
     /// The hash of every byte from offset 0, when some target left verifying to us.
-    verifier: Option<Verifier>,
+    hasher: Option<Hasher>,
+}
+
+/// The cluster's hash of an upload, taken in a task of its own so that it runs beside
+/// the targets' writes rather than before them.
+struct Hasher {
+    tx: mpsc::Sender<Bytes>,
+    task: JoinHandle<Verdict>,
+}
+
+impl Hasher {
+    fn spawn(rt: &Handle, key: &Key, queue: usize) -> Hasher {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(queue.max(1));
+        let key = key.clone();
+        let task = rt.spawn(async move {
+            let mut v = Verifier::new(&key, true);
+            while let Some(b) = rx.recv().await {
+                v.update(&b);
+            }
+            v.finish(&key)
+        });
+        Hasher { tx, task }
+    }
+
+    /// The verdict on every byte handed over; `None` when the task did not see them all
+    /// (it was cancelled: the runtime is going away).
+    async fn verdict(self) -> Option<Verdict> {
+        drop(self.tx);
+        match self.task.await {
+            Ok(v) => Some(v),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
 }
 
 impl ClusterSink {
@@ -444,6 +528,7 @@ impl ClusterSink {
                 Opened::Have(uuids) => self.stored.extend(uuids),
                 Opened::Accepted(sink) if sink.offset() >= self.offset => {
                     let t = Target::spawn(
+                        &self.rt,
                         &self.inner,
                         &self.key,
                         i,
@@ -541,11 +626,14 @@ impl PutSink for ClusterSink {
         };
         let end = start.saturating_add(data.len() as u64);
         self.pos = Some((end, total));
-        if let Some(v) = self.verifier.as_mut() {
-            v.update(data);
-        }
-        // One copy of the chunk, shared by every target that still needs some of it.
+        // One copy of the chunk, shared by the hash and every target that still needs
+        // some of it.
         let mut chunk: Option<Bytes> = None;
+        if let Some(h) = self.hasher.as_ref() {
+            let c = chunk.get_or_insert_with(|| Bytes::copy_from_slice(data));
+            // (A send fails only if the task is gone; its verdict then says so.)
+            let _ = h.tx.send(c.clone()).await;
+        }
         for t in &mut self.targets {
             if t.tx.is_none() || t.offset >= end {
                 continue;
@@ -558,9 +646,10 @@ impl PutSink for ClusterSink {
     }
 
     async fn finish(mut self: Box<Self>, validity: Validity) -> Result<Stored, NodeError> {
-        let validity = match (validity, self.verifier.take()) {
-            (Validity::Valid, Some(v)) => match v.finish(&self.key) {
-                Verdict::Good => Validity::Valid,
+        let validity = match (validity, self.hasher.take()) {
+            (Validity::Valid, Some(h)) => match h.verdict().await {
+                Some(Verdict::Good) => Validity::Valid,
+                // Unknown or bad: every node checks its own copy.
                 bad => {
                     tracing::warn!(
                         "cluster {}: received content of {} does not match it: {bad:?}",

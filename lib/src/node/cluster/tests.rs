@@ -50,6 +50,23 @@ fn options() -> ClusterOptions {
     }
 }
 
+/// `options()`, with every upload's targets on the worker threads (`parallel`) or on
+/// the session's thread (the tests run on a single-threaded runtime).
+fn options_parallel(parallel: bool) -> ClusterOptions {
+    ClusterOptions {
+        parallel_from: parallel.then_some(0),
+        ..options()
+    }
+}
+
+/// The threads data reached `node` on: the session's own, or the shared workers.
+fn assert_written_on(f: &Fixture, node: &str, parallel: bool) {
+    let writers = f.wire(node).writers;
+    let on_workers = writers.iter().all(|t| t == "annexgate-fanout");
+    assert!(!writers.is_empty(), "{node} got no data");
+    assert_eq!(on_workers, parallel, "{node} written on {writers:?}");
+}
+
 /// A test cluster: the members, the nodes behind them and the location log.
 struct Fixture {
     cluster: Cluster,
@@ -227,6 +244,8 @@ async fn download(
 struct Wire {
     client: Vec<u8>,
     server: Vec<u8>,
+    /// The names of the threads upload data was written on.
+    writers: std::collections::BTreeSet<String>,
 }
 
 impl Wire {
@@ -389,7 +408,12 @@ impl PutSink for RecSink {
         self.inner.begin(len).await
     }
     async fn write(&mut self, data: &[u8]) -> Result<(), NodeError> {
-        self.wire.lock().unwrap().client.extend_from_slice(data);
+        {
+            let mut w = self.wire.lock().unwrap();
+            w.client.extend_from_slice(data);
+            let thread = std::thread::current();
+            w.writers.insert(thread.name().unwrap_or("?").to_string());
+        }
         self.inner.write(data).await
     }
     async fn finish(self: Box<Self>, validity: Validity) -> Result<Stored, NodeError> {
@@ -905,9 +929,23 @@ async fn when_every_wanted_node_is_full_the_others_take_it() {
 
 #[tokio::test]
 async fn a_node_failing_mid_put_is_dropped_and_the_others_finish() {
+    node_failing_mid_put(false).await;
+}
+
+#[tokio::test]
+async fn a_node_failing_mid_put_is_dropped_on_the_worker_threads_too() {
+    node_failing_mid_put(true).await;
+}
+
+async fn node_failing_mid_put(parallel: bool) {
     let data = pattern(3 * 1024 * 1024 + 17);
     let key = key_of(&data, ".bin");
-    let f = Fixture::new(&["node1", "node2", "node3"]);
+    let f = Fixture::with(
+        &["node1", "node2", "node3"],
+        |_| 100.0,
+        Arc::new(EveryoneWants),
+        options_parallel(parallel),
+    );
     f.node("node2").fail_after(1_000_000, "connection reset");
     let mut client = format!("VERSION 4\nPUT big.bin {key}\nDATA {}\n", data.len()).into_bytes();
     client.extend_from_slice(&data);
@@ -935,6 +973,9 @@ async fn a_node_failing_mid_put_is_dropped_and_the_others_finish() {
     assert!(f.node("node2").content(&key).is_none());
     assert_eq!(logged(&f.log, &key), ["node1", "node3"]);
     assert_eq!(f.cluster.busy(), [0, 0, 0]);
+    for n in ["node1", "node2", "node3"] {
+        assert_written_on(&f, n, parallel);
+    }
 
     // Healed, the next upload resumes node2 only, from where it broke.
     f.node("node2").set_failing(None);
@@ -951,9 +992,23 @@ async fn a_node_failing_mid_put_is_dropped_and_the_others_finish() {
 
 #[tokio::test]
 async fn each_target_gets_the_bytes_from_its_own_offset() {
+    targets_from_own_offsets(false).await;
+}
+
+#[tokio::test]
+async fn each_target_gets_the_bytes_from_its_own_offset_on_the_worker_threads() {
+    targets_from_own_offsets(true).await;
+}
+
+async fn targets_from_own_offsets(parallel: bool) {
     let data = pattern(10_000);
     let key = key_of(&data, "");
-    let f = Fixture::new(&["node1", "node2", "node3"]);
+    let f = Fixture::with(
+        &["node1", "node2", "node3"],
+        |_| 100.0,
+        Arc::new(EveryoneWants),
+        options_parallel(parallel),
+    );
     f.node("node1")
         .insert_partial(key.clone(), data[..7000].to_vec());
     f.node("node2")
@@ -977,6 +1032,9 @@ async fn each_target_gets_the_bytes_from_its_own_offset() {
     assert!(text(&f.wire("node1").client).contains("DATA 3000\n"));
     assert!(text(&f.wire("node2").client).contains("DATA 7500\n"));
     assert!(text(&f.wire("node3").client).contains("DATA 6000\n"));
+    for n in ["node1", "node2", "node3"] {
+        assert_written_on(&f, n, parallel);
+    }
 }
 
 #[tokio::test]
@@ -999,7 +1057,21 @@ async fn data_present_is_asked_of_every_target() {
 
 #[tokio::test]
 async fn an_aborted_upload_aborts_every_target_keeping_partials() {
-    let f = Fixture::new(&["node1", "node2"]);
+    aborted_upload(false).await;
+}
+
+#[tokio::test]
+async fn an_aborted_upload_on_the_worker_threads_keeps_partials() {
+    aborted_upload(true).await;
+}
+
+async fn aborted_upload(parallel: bool) {
+    let f = Fixture::with(
+        &["node1", "node2"],
+        |_| 100.0,
+        Arc::new(EveryoneWants),
+        options_parallel(parallel),
+    );
     let data = pattern(5000);
     let key = key_of(&data, "");
     let PutStart::Accept(mut sink) = f.cluster.put(&key, &af("a")).await.unwrap() else {
@@ -1014,6 +1086,9 @@ async fn an_aborted_upload_aborts_every_target_keeping_partials() {
     }
     assert!(f.log.get(&key).is_empty());
     assert_eq!(f.cluster.busy(), [0, 0]);
+    for n in ["node1", "node2"] {
+        assert_written_on(&f, n, parallel);
+    }
 }
 
 #[tokio::test]
@@ -1874,6 +1949,16 @@ async fn a_mixed_cluster_of_annex_repo_directory_and_memory() {
 /// are still refused by every node, and good ones are stored where git-annex accepts them.
 #[tokio::test]
 async fn local_repositories_share_the_clusters_hash_and_still_refuse_bad_bytes() {
+    shared_hash_refuses_bad_bytes(false).await;
+}
+
+/// As above, with the hash and the writes on the worker threads.
+#[tokio::test]
+async fn the_shared_hash_on_the_worker_threads_still_refuses_bad_bytes() {
+    shared_hash_refuses_bad_bytes(true).await;
+}
+
+async fn shared_hash_refuses_bad_bytes(parallel: bool) {
     use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
     let tmp = tempfile::tempdir().unwrap();
     let data = pattern(1024 * 1024 + 5);
@@ -1919,7 +2004,7 @@ async fn local_repositories_share_the_clusters_hash_and_still_refuse_bad_bytes()
         log.clone(),
         Arc::new(EveryoneWants),
         log.clone(),
-        options(),
+        options_parallel(parallel),
     )
     .unwrap();
     // r1 resumes (hashes its own bytes), r2 starts fresh (the cluster hashes for it).
