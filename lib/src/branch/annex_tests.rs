@@ -12,7 +12,7 @@ use super::log::{
     PreferredContentLog, RemoteLog, Status, TrustLevel, TrustLog, UuidLog,
 };
 use super::recorder::{Recorder, RecorderOptions};
-use super::repo::{GitRepo, RepoError, SIDE_REF};
+use super::repo::{GitRepo, ObjectId, RepoError, SIDE_REF};
 use crate::types::{Key, Uuid};
 
 /// A sandbox for running git-annex: a temporary HOME with a git identity, and the tools
@@ -533,17 +533,30 @@ fn recorder_commits_promptly_and_on_drop() {
         },
     )
     .unwrap();
+    let u2 = Uuid::parse("4fb2ea5a-b9a7-4bd7-9b2f-3bd4e1c1a7d2").unwrap();
+    let committed = |before: &ObjectId| {
+        let start = std::time::Instant::now();
+        while repo.branch_tip().unwrap() == *before || rec.pending() > 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "no commit from the background thread"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // The second change joins the first one's batch (the thread is not woken for it)
+    // and is committed with it.
     rec.record_location(&key, &u, true);
-    let start = std::time::Instant::now();
-    while repo.branch_tip().unwrap() == before {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(5),
-            "no commit from the background thread"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(rec.pending(), 0);
-    assert!(a.whereis(&r, &key).contains(u.as_str()));
+    rec.record_location(&key, &u2, true);
+    committed(&before);
+    let w = a.whereis(&r, &key);
+    assert!(w.contains(u.as_str()) && w.contains(u2.as_str()), "{w:?}");
+    // A change after that commit starts a new batch, which is committed in its turn.
+    let before = repo.branch_tip().unwrap();
+    rec.record_location(&key, &u2, false);
+    committed(&before);
+    let w = a.whereis(&r, &key);
+    assert!(w.contains(u.as_str()) && !w.contains(u2.as_str()), "{w:?}");
     // On drop, queued changes are committed.
     let rec = waiting_recorder(&r);
     rec.record_location(&key, &u, false);

@@ -194,9 +194,17 @@ impl Recorder {
             .entry(key.clone())
             .or_default()
             .insert(uuid.clone(), present);
-        if st.first_pending.is_none() {
-            st.first_pending = Some(Instant::now());
+        self.started_batch(st);
+    }
+
+    /// After queueing a change: a batch that starts with it gets its clock started and
+    /// the background thread woken to time it; later changes join the batch without
+    /// waking anybody (a wake-up per change was two context switches per file stored).
+    fn started_batch(&self, mut st: MutexGuard<'_, State>) {
+        if st.first_pending.is_some() {
+            return;
         }
+        st.first_pending = Some(Instant::now());
         drop(st);
         self.shared.wake.notify_all();
     }
@@ -218,11 +226,7 @@ impl Recorder {
             .entry(key.non_chunk())
             .or_default()
             .insert((remote.clone(), chunk_size), count);
-        if st.first_pending.is_none() {
-            st.first_pending = Some(Instant::now());
-        }
-        drop(st);
-        self.shared.wake.notify_all();
+        self.started_batch(st);
     }
 
     /// The repositories holding `key` as its location log says, with the changes queued
