@@ -61,17 +61,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// The largest upload whose file work (`blocking_unless_small`) is done in place.
-pub(crate) const INLINE_MAX: u64 = 256 * 1024;
+const INLINE_MAX: u64 = 256 * 1024;
 
-/// `blocking`, except for `small` work, which runs here and now: opening, renaming and
-/// freezing a small file take a few microseconds, a hand-off to the blocking pool and
-/// back tens of them (two thread wake-ups), which for an upload of small files was a
-/// good part of the gateway's time per file.
+/// `blocking`, except for the file work of an upload of at most `INLINE_MAX` bytes (`len`)
+/// with no fsync asked for (`fsync`: that may wait for a disk), which runs here and now:
+/// opening, renaming and freezing a small file take a few microseconds, a hand-off to the
+/// blocking pool and back tens of them (two thread wake-ups), which for an upload of small
+/// files was a good part of the gateway's time per file.
 pub(crate) async fn blocking_unless_small<T: Send + 'static>(
-    small: bool,
+    len: u64,
+    fsync: bool,
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
-    if small {
+    if len <= INLINE_MAX && !fsync {
         f()
     } else {
         blocking(f).await

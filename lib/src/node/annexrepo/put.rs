@@ -29,7 +29,7 @@ use super::content_lock::in_content_dir;
 use super::paths::{checked_key_file, AFFIX_MAX};
 use super::transfer::{check_disk_space, lock_download, TransferLock};
 use super::Inner;
-use crate::node::localfs::{blocking_unless_small, fsync_dir, verify_file, INLINE_MAX};
+use crate::node::localfs::{blocking_unless_small, fsync_dir, verify_file};
 use crate::node::{NodeError, PutSink, PutStart, Stored, Validity};
 use crate::types::backend::{is_secure_hash, is_verifiable, Verdict, Verifier};
 use crate::types::{AssociatedFile, Key, Uuid};
@@ -156,12 +156,6 @@ struct AnnexPutSink {
 }
 
 impl AnnexPutSink {
-    /// Whether the file work for an upload ending at `end` is small enough to do in
-    /// place (no fsync asked for: that may wait for a disk).
-    fn small(&self, end: u64) -> bool {
-        end <= INLINE_MAX && !self.inner.cfg.fsync
-    }
-
     fn node(&self) -> String {
         self.inner.node_name()
     }
@@ -297,9 +291,10 @@ impl PutSink for AnnexPutSink {
         let inner = self.inner.clone();
         let tmp = self.tmp.clone();
         let offset = self.offset;
-        let small = self.small(offset + len);
+        let (end, fsync) = (offset.saturating_add(len), inner.cfg.fsync);
         let (file, verifier) =
-            blocking_unless_small(small, move || open_tmp(&inner, &tmp, offset, verifier)).await?;
+            blocking_unless_small(end, fsync, move || open_tmp(&inner, &tmp, offset, verifier))
+                .await?;
         self.file = Some(file);
         self.verifier = verifier;
         Ok(())
@@ -356,8 +351,8 @@ impl PutSink for AnnexPutSink {
         let expected_len = self.offset + self.announced;
         let resuming = self.resuming;
         let upstream_verified = self.upstream_verified;
-        let small = self.small(expected_len);
-        let ok = blocking_unless_small(small, move || {
+        let fsync = inner.cfg.fsync;
+        let ok = blocking_unless_small(expected_len, fsync, move || {
             let real_len = file
                 .metadata()
                 .map_err(|e| NodeError::io("stat", &tmp, e))?

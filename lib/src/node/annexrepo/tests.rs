@@ -422,6 +422,30 @@ async fn resumes_from_a_partial_temp_file() {
     );
 }
 
+/// A key with no size cannot bound what a client announces: resuming one with the largest
+/// length there is neither overflows nor loses the kept prefix.
+#[tokio::test]
+async fn a_resumed_sizeless_key_takes_any_announced_length() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("nb", false);
+    let (node, _rec) = sb.open(&gd);
+    let key = Key::from_str("WORM-m1--sizeless").unwrap();
+    assert_eq!(key.size(), None);
+    let tmp = node.tmp_path(&key).unwrap();
+    std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    std::fs::write(&tmp, b"abc").unwrap();
+    let PutStart::Accept(mut sink) = node.put(&key, &AssociatedFile::none()).await.unwrap() else {
+        panic!("expected to accept")
+    };
+    assert_eq!(sink.offset(), 3);
+    sink.begin(u64::MAX).await.unwrap();
+    sink.write(b"def").await.unwrap();
+    // The client stops short: nothing is stored, the bytes so far are kept.
+    assert!(sink.finish(Validity::Valid).await.is_err());
+    assert_eq!(std::fs::read(&tmp).unwrap(), b"abcdef");
+    assert!(!node.check_present(&key).await.unwrap());
+}
+
 #[tokio::test]
 async fn verification_failures_leave_nothing_visible() {
     let sb = Sandbox::new();

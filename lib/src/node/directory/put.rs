@@ -24,7 +24,7 @@ use async_trait::async_trait;
 
 use super::layout::{chunk_count, is_stable};
 use super::Inner;
-use crate::node::localfs::{blocking, blocking_unless_small, disk_free, fsync_dir, INLINE_MAX};
+use crate::node::localfs::{blocking, blocking_unless_small, disk_free, fsync_dir};
 use crate::node::lock::{FileLock, LockKind};
 use crate::node::{NodeError, PutSink, PutStart, Stored, Validity};
 use crate::types::backend::{Verdict, Verifier};
@@ -226,16 +226,10 @@ fn remove_pieces(inner: &Inner, key: &Key, plan: Plan, count: u64) {
 
 /// Start receiving `key`.
 pub(super) async fn start(inner: &Arc<Inner>, key: &Key) -> Result<PutStart, NodeError> {
-    let small = small(inner, key.size().unwrap_or(u64::MAX));
+    let (len, fsync) = (key.size().unwrap_or(u64::MAX), inner.cfg.fsync);
     let inner = inner.clone();
     let key = key.clone();
-    blocking_unless_small(small, move || start_blocking(inner, key)).await
-}
-
-/// Whether the file work for an upload of `len` bytes is small enough to do in place
-/// (`blocking_unless_small`; never when fsync is asked for: that may wait for a disk).
-fn small(inner: &Inner, len: u64) -> bool {
-    len <= INLINE_MAX && !inner.cfg.fsync
+    blocking_unless_small(len, fsync, move || start_blocking(inner, key)).await
 }
 
 fn start_blocking(inner: Arc<Inner>, key: Key) -> Result<PutStart, NodeError> {
@@ -483,8 +477,8 @@ impl PutSink for DirPutSink {
         self.announced = len;
         let (inner, key, plan, offset) =
             (self.inner.clone(), self.key.clone(), self.plan, self.offset);
-        let small = small(&self.inner, offset.saturating_add(len));
-        let (piece, verifier) = blocking_unless_small(small, move || {
+        let (end, fsync) = (offset.saturating_add(len), inner.cfg.fsync);
+        let (piece, verifier) = blocking_unless_small(end, fsync, move || {
             let mut v = Verifier::new(&key, true);
             hash_prefix(&inner, &key, plan, offset, &mut v)?;
             let (idx, pos) = plan.locate(offset);
@@ -567,8 +561,8 @@ impl PutSink for DirPutSink {
         let verifier = self.verifier.take().expect("set by begin");
         let (inner, key, plan) = (self.inner.clone(), self.key.clone(), self.plan);
         let total = self.offset + self.announced;
-        let small = small(&self.inner, total);
-        let stored = blocking_unless_small(small, move || {
+        let fsync = inner.cfg.fsync;
+        let stored = blocking_unless_small(total, fsync, move || {
             let mut verdict = verifier.finish(&key);
             let count = plan.pieces(total);
             // The temp files must hold exactly what was hashed.
