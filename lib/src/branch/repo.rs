@@ -33,6 +33,7 @@ use super::log::paths::{journal_name, journal_path, location_log_key, BranchHash
 use super::log::union_merge_bytes;
 use super::pack::{Kind as PackKind, PackReader, Packs};
 use super::packwrite::{object_id, PackBuilder};
+use super::watch::{Changes, RefWatch};
 use crate::types::{Key, Uuid};
 
 /// The git-annex branch.
@@ -126,6 +127,42 @@ pub struct GitRepo {
     /// Refs and ref listings as last read, with the stat of the files they came from
     /// (see [`RefCache`]).
     ref_cache: std::sync::Mutex<RefCache>,
+    /// The kernel's notice of ref changes, and the refs a view read under it (see
+    /// [`super::watch`]).
+    ref_watch: std::sync::Mutex<WatchState>,
+}
+
+/// Whether a [`GitRepo`] watches its refs (see [`super::watch`]), and what a view read
+/// while watching.
+enum WatchState {
+    /// Not tried yet: after this many views. A repository opened for one look never
+    /// takes an inotify instance (a user has 128).
+    Untried(u8),
+    /// Refused by the kernel, or failed: views check the files themselves.
+    Off,
+    On {
+        watch: RefWatch,
+        known: Option<WatchedRefs>,
+    },
+}
+
+impl Default for WatchState {
+    fn default() -> Self {
+        WatchState::Untried(0)
+    }
+}
+
+/// The refs a view reads, as read under a watch that has reported no change since.
+#[derive(Clone)]
+struct WatchedRefs {
+    at: Instant,
+    tip: ObjectId,
+    /// Every sibling branch ref and the commit it names.
+    named: Vec<(String, Oid)>,
+    /// The commits of `annex/ignoredrefs` and `annex/mergedrefs`.
+    skip: HashSet<Oid>,
+    /// The siblings not merged into `tip`.
+    unmerged: Vec<(String, ObjectId)>,
 }
 
 /// What a view needs of the refs, remembered between views: every request of a gateway
@@ -231,6 +268,7 @@ impl GitRepo {
             odb_opened: std::sync::Mutex::new((Instant::now(), FileStamp(None))),
             config_cache: Default::default(),
             ref_cache: Default::default(),
+            ref_watch: Default::default(),
             private_known: Default::default(),
         }
     }
@@ -297,6 +335,13 @@ impl GitRepo {
     /// read: somebody else moved it).
     fn forget_ref(&self, name: &str) {
         self.ref_cache().refs.remove(name);
+        if let WatchState::On { known, .. } = &mut *self.watch_state() {
+            *known = None;
+        }
+    }
+
+    fn watch_state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.ref_watch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether commit `tip` has `side` among its ancestors (`graph_descendant_of`), cheaply
@@ -486,8 +531,7 @@ impl GitRepo {
     /// A view of the branch as git-annex would read it now.
     pub fn view(&self) -> Result<BranchView<'_>, RepoError> {
         self.renew_odb();
-        let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
-        let tip = self.view_tip(packed)?;
+        let (tip, siblings) = self.view_refs()?;
         let tip_commit = self
             .repo
             .find_commit(tip.0)
@@ -495,7 +539,6 @@ impl GitRepo {
         let tip_tree = tip_commit
             .tree()
             .map_err(git("reading the git-annex branch"))?;
-        let siblings = self.unmerged_siblings(tip.0, packed)?;
         let mut sibling_trees = Vec::new();
         for (name, oid) in &siblings {
             let tree = self
@@ -518,17 +561,84 @@ impl GitRepo {
         })
     }
 
-    /// Sibling git-annex branches not merged into the branch at `tip`, as git-annex
-    /// determines them: refs whose name ends in `/git-annex`, one per commit, minus those
-    /// in `annex/ignoredrefs` and `annex/mergedrefs` and those the branch already contains.
-    fn unmerged_siblings(
+    /// The branch tip and the unmerged sibling branches, for a view: as read before if
+    /// the watch on the refs (see [`super::watch`]) saw no change since (for at most
+    /// [`REFS_TRUST`]), only the tip read again if only the branch moved; otherwise from
+    /// the files, each checked by its stat (see [`RefCache`]).
+    fn view_refs(&self) -> Result<(ObjectId, Vec<(String, ObjectId)>), RepoError> {
+        let mut st = self.watch_state();
+        if let WatchState::Untried(n) = &mut *st {
+            *n += 1;
+            if *n >= 2 {
+                *st = match RefWatch::new(&self.common_dir, &self.annex_dir()) {
+                    Some(watch) => WatchState::On { watch, known: None },
+                    None => WatchState::Off,
+                };
+            }
+        }
+        let WatchState::On { watch, known } = &mut *st else {
+            drop(st);
+            let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
+            let tip = self.view_tip(packed)?;
+            let (named, skip) = self.sibling_refs(packed)?;
+            let unmerged = self.unmerged_from(tip.0, &named, &skip)?;
+            return Ok((tip, unmerged));
+        };
+        let changes = match watch.changes() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("watching the refs of {}: {e}", self.git_dir.display());
+                *st = WatchState::Off;
+                drop(st);
+                return self.view_refs();
+            }
+        };
+        let fresh = known.as_ref().is_some_and(|k| k.at.elapsed() < REFS_TRUST);
+        match (changes, known.as_mut()) {
+            (Changes::None, Some(k)) if fresh => return Ok((k.tip, k.unmerged.clone())),
+            (Changes::Tip, Some(k)) if fresh => {
+                let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
+                let tip = self.view_tip(packed)?;
+                if tip != k.tip {
+                    k.unmerged = self.unmerged_from(tip.0, &k.named, &k.skip)?;
+                    k.tip = tip;
+                }
+                return Ok((k.tip, k.unmerged.clone()));
+            }
+            _ => {}
+        }
+        // Read afresh. Directories that came since are watched first, so a change made
+        // while reading is noticed next time.
+        *known = None;
+        if let Err(e) = watch.arm() {
+            tracing::debug!("watching the refs of {}: {e}", self.git_dir.display());
+            *st = WatchState::Off;
+            drop(st);
+            return self.view_refs();
+        }
+        let at = Instant::now();
+        let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
+        let tip = self.view_tip(packed)?;
+        let (named, skip) = self.sibling_refs(packed)?;
+        let unmerged = self.unmerged_from(tip.0, &named, &skip)?;
+        *known = Some(WatchedRefs {
+            at,
+            tip,
+            named,
+            skip,
+            unmerged: unmerged.clone(),
+        });
+        Ok((tip, unmerged))
+    }
+
+    /// The sibling git-annex branches as git-annex determines them: refs whose name ends
+    /// in `/git-annex` with the commit each names, and the commits in
+    /// `annex/ignoredrefs` and `annex/mergedrefs`.
+    fn sibling_refs(
         &self,
-        tip: Oid,
         packed: FileStamp,
-    ) -> Result<Vec<(String, ObjectId)>, RepoError> {
+    ) -> Result<(Vec<(String, Oid)>, HashSet<Oid>), RepoError> {
         let skip = self.skipped_refs()?;
-        let mut seen: HashSet<Oid> = HashSet::new();
-        let mut out = Vec::new();
         let mut named: Vec<(String, Oid)> = Vec::new();
         for name in self.sibling_names(packed)? {
             // Gone since the listing, or not naming a commit: skipped.
@@ -540,7 +650,21 @@ impl GitRepo {
             }
             named.push((name, oid));
         }
+        Ok((named, skip))
+    }
+
+    /// Of the sibling branches `named`, those not merged into the branch at `tip`: one
+    /// per commit, minus the commits in `skip` and those `tip` contains.
+    fn unmerged_from(
+        &self,
+        tip: Oid,
+        named: &[(String, Oid)],
+        skip: &HashSet<Oid>,
+    ) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let mut seen: HashSet<Oid> = HashSet::new();
+        let mut out = Vec::new();
         for (name, oid) in named {
+            let oid = *oid;
             if oid == tip || skip.contains(&oid) || !seen.insert(oid) {
                 continue;
             }
@@ -548,7 +672,7 @@ impl GitRepo {
                 .contains(tip, oid)
                 .map_err(git("comparing git-annex branches"))?;
             if !contained {
-                out.push((name, ObjectId(oid)));
+                out.push((name.clone(), ObjectId(oid)));
             }
         }
         Ok(out)
@@ -2462,6 +2586,55 @@ mod tests {
         // ...but not trusted for longer than a second.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert_eq!(tip(&repo), third);
+    }
+
+    /// Under the watch on the refs, every kind of change git makes is seen at the next
+    /// view: a sibling branch in a new remote's directory, one listed in mergedrefs, refs
+    /// packed, a sibling removed, and the branch moved.
+    #[test]
+    fn a_watched_repository_sees_every_ref_change_at_the_next_view() {
+        use crate::branch::testing::{bare_annex_repo, git};
+        let tmp = bare_annex_repo();
+        let dir = tmp.path();
+        let first = git(dir, &["rev-parse", "git-annex"]);
+        let tree = git(dir, &["rev-parse", "git-annex^{tree}"]);
+        // A sibling not merged: a root commit of its own.
+        let other = git(dir, &["commit-tree", &tree, "-m", "elsewhere"]);
+        let second = git(dir, &["commit-tree", &tree, "-p", &first, "-m", "two"]);
+        let repo = GitRepo::open(dir).unwrap();
+        let siblings = |repo: &GitRepo| {
+            let v = repo.view().unwrap();
+            let names: Vec<String> = v.unmerged_siblings().into_iter().map(|s| s.0).collect();
+            (v.tip().to_string(), names)
+        };
+        for _ in 0..3 {
+            assert_eq!(siblings(&repo), (first.clone(), vec![]));
+        }
+        assert!(
+            matches!(*repo.watch_state(), WatchState::On { known: Some(_), .. }),
+            "watching after two views"
+        );
+        git(dir, &["update-ref", "refs/remotes/new/git-annex", &other]);
+        let new = vec!["refs/remotes/new/git-annex".to_string()];
+        assert_eq!(siblings(&repo), (first.clone(), new.clone()));
+        git(dir, &["update-ref", "refs/heads/git-annex", &second]);
+        assert_eq!(siblings(&repo), (second.clone(), new.clone()), "tip moved");
+        git(dir, &["pack-refs", "--all"]);
+        assert_eq!(siblings(&repo), (second.clone(), new.clone()), "packed");
+        // (The annex directory comes now, under the watch.)
+        fs::create_dir_all(dir.join("annex")).unwrap();
+        fs::write(dir.join("annex/mergedrefs"), format!("{other}\trefs/x\n")).unwrap();
+        assert_eq!(
+            siblings(&repo),
+            (second.clone(), vec![]),
+            "listed as merged"
+        );
+        fs::remove_file(dir.join("annex/mergedrefs")).unwrap();
+        assert_eq!(siblings(&repo), (second.clone(), new.clone()));
+        git(dir, &["update-ref", "-d", "refs/remotes/new/git-annex"]);
+        assert_eq!(siblings(&repo), (second.clone(), vec![]), "removed");
+        git(dir, &["update-ref", "refs/heads/git-annex", &first]);
+        assert_eq!(siblings(&repo), (first.clone(), vec![]), "moved back");
     }
 
     #[test]

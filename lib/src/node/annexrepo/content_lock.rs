@@ -156,10 +156,24 @@ pub fn read_retention(rtm: &Path) -> Option<PosixTime> {
 pub(super) fn in_content_dir<T>(
     inner: &Inner,
     dir: &Path,
+    op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    in_content_dir_made(inner, dir, false, op)
+}
+
+/// [`in_content_dir`] for a directory `dir`, which was made just now when `made`: then
+/// it is not thawed first (a new directory is writable; if not, the permission error
+/// thaws it and the operation is tried again).
+pub(super) fn in_content_dir_made<T>(
+    inner: &Inner,
+    dir: &Path,
+    made: bool,
     mut op: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     let _g = inner.dir_mutex.lock().unwrap_or_else(|e| e.into_inner());
-    inner.perms.thaw_dir(dir)?;
+    if !made {
+        inner.perms.thaw_dir(dir)?;
+    }
     let mut tries = 0;
     let r = loop {
         match op() {

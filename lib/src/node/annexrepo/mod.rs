@@ -61,6 +61,11 @@ pub(crate) struct Inner {
     receiving: Mutex<HashMap<Key, u64>>,
     /// For unique temporary file names.
     counter: AtomicU64,
+    /// Directories known to exist (see [`perms::KnownDirs`]).
+    dirs: perms::KnownDirs,
+    /// The listing of `annex/transfer/download` last read (see
+    /// [`transfer::others_in_progress`]).
+    downloads: Mutex<Option<transfer::Listing>>,
 }
 
 impl AnnexRepo {
@@ -81,6 +86,8 @@ impl AnnexRepo {
                 dir_mutex: Mutex::new(()),
                 receiving: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(0),
+                dirs: Default::default(),
+                downloads: Mutex::new(None),
             }),
         }
     }

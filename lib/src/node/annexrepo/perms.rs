@@ -94,6 +94,38 @@ impl Perms {
         };
     }
 
+    /// The mode freezing gives content whose mode is `m` (`None`: modes are left alone).
+    fn frozen_mode(&self, m: u32) -> Option<u32> {
+        if self.crippled {
+            return None;
+        }
+        Some(match self.shared {
+            SharedRepository::UnShared => (m | 0o400) & !WRITE,
+            SharedRepository::Group => (m | 0o440) & !WRITE,
+            SharedRepository::All => (m | READ) & !WRITE,
+            SharedRepository::Umask(n) => n & !WRITE,
+        })
+    }
+
+    /// Freeze content through its open file, whose mode is `mode` now (as
+    /// [`Self::freeze_content`] does by path): received content is frozen before it is
+    /// renamed into place, with no path looked up twice.
+    pub fn freeze_open(&self, file: &fs::File, mode: u32) -> io::Result<()> {
+        let mode = mode & 0o7777;
+        let Some(new) = self.frozen_mode(mode) else {
+            return Ok(());
+        };
+        if new == mode {
+            return Ok(());
+        }
+        let r = file.set_permissions(fs::Permissions::from_mode(new));
+        match self.shared {
+            SharedRepository::UnShared => r,
+            // As by path: in a shared repository failing to change the mode is no error.
+            _ => Ok(()),
+        }
+    }
+
     /// Make an object file read-only (git-annex's `freezeContent`).
     pub fn freeze_content(&self, p: &Path) -> io::Result<()> {
         if self.crippled {
@@ -205,6 +237,112 @@ impl Perms {
     }
 }
 
+/// Directories of one repository known to exist, so that creating a path under them
+/// does not try (and fail) to make every level again: a new key's directory is two
+/// hash levels deep, and the second level is nearly always new (4096 x 4096 of them),
+/// so making it top-down from a known first level takes two `mkdir`s where trying the
+/// key's directory first and climbing up took five. Fixed directories (`annex/tmp`,
+/// the transfer lock directory) are not made again at all once known. A known directory
+/// can go (git-annex removes emptied hash directories when it drops): whoever finds it
+/// missing calls [`KnownDirs::forget`] and makes it again.
+#[derive(Default)]
+pub struct KnownDirs {
+    known: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+/// How many directories a [`KnownDirs`] remembers before it starts over.
+const KNOWN_DIRS_MAX: usize = 16384;
+
+impl KnownDirs {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<std::path::PathBuf>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, dirs: impl IntoIterator<Item = std::path::PathBuf>) {
+        let mut set = self.set();
+        for d in dirs {
+            if set.len() >= KNOWN_DIRS_MAX {
+                set.clear();
+            }
+            set.insert(d);
+        }
+    }
+
+    /// Forget `dir` and everything under it (it was found missing).
+    pub fn forget(&self, dir: &Path) {
+        self.set().retain(|d| !d.starts_with(dir));
+    }
+
+    /// Make sure directory `dir` (under `top`, which exists) exists, as
+    /// [`Perms::create_annex_dir`] does; nothing is done when it is known to exist. A
+    /// caller that then finds it missing calls [`Self::forget`] and this again.
+    pub fn ensure(&self, perms: &Perms, top: &Path, dir: &Path) -> io::Result<()> {
+        if self.set().contains(dir) {
+            return Ok(());
+        }
+        perms.create_annex_dir(top, dir)?;
+        self.remember([dir.to_path_buf()]);
+        Ok(())
+    }
+
+    /// Make directory `dir` (under `top`, which exists) and its missing parents, top-down
+    /// from the nearest parent known to exist; `dir` itself is not remembered (a key's
+    /// directory goes with its content). Returns whether `dir` was made now (or found
+    /// missing and then made, by us or by somebody at the same time).
+    pub fn make(&self, perms: &Perms, top: &Path, dir: &Path) -> io::Result<bool> {
+        if !dir.starts_with(top) || dir == top {
+            perms.create_annex_dir(top, dir)?;
+            return Ok(false);
+        }
+        // The levels below the nearest known parent (or `top`), nearest first.
+        let mut below: Vec<&Path> = Vec::new();
+        {
+            let set = self.set();
+            let mut cur = dir.parent();
+            while let Some(p) = cur {
+                if p == top || !p.starts_with(top) || set.contains(p) {
+                    break;
+                }
+                below.push(p);
+                cur = p.parent();
+            }
+        }
+        let mut made_any = Vec::new();
+        for p in below.iter().rev() {
+            match fs::create_dir(p) {
+                Ok(()) => perms.set_annex_dir_perm(p),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A parent thought to exist went: forget it, and climb from `dir`.
+                    if let Some(parent) = p.parent() {
+                        self.forget(parent);
+                    }
+                    perms.create_annex_dir(top, dir)?;
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+            made_any.push(p.to_path_buf());
+        }
+        self.remember(made_any);
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                perms.set_annex_dir_perm(dir);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent() {
+                    self.forget(parent);
+                }
+                perms.create_annex_dir(top, dir)?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +370,44 @@ mod tests {
         assert!(p
             .create_annex_dir(&d.path().join("x"), &d.path().join("y/z"))
             .is_err());
+    }
+
+    #[test]
+    fn known_directories_are_made_top_down_and_again_when_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Perms {
+            shared: SharedRepository::UnShared,
+            crippled: false,
+        };
+        let k = KnownDirs::default();
+        let top = d.path();
+        assert!(k.make(&p, top, &top.join("objects/a/b/k1")).unwrap());
+        assert!(top.join("objects/a/b/k1").is_dir());
+        assert!(
+            !k.make(&p, top, &top.join("objects/a/b/k1")).unwrap(),
+            "exists"
+        );
+        assert!(k.set().contains(&top.join("objects/a/b")));
+        assert!(
+            !k.set().contains(&top.join("objects/a/b/k1")),
+            "key dirs not kept"
+        );
+        // Known parents removed behind our back (as git-annex does when it drops).
+        fs::remove_dir_all(top.join("objects/a")).unwrap();
+        assert!(k.make(&p, top, &top.join("objects/a/b/k2")).unwrap());
+        assert!(top.join("objects/a/b/k2").is_dir());
+        fs::remove_dir_all(top.join("objects")).unwrap();
+        assert!(k.make(&p, top, &top.join("objects/a/c/k3")).unwrap());
+        // ensure: nothing done once known; made again after forget.
+        k.ensure(&p, top, &top.join("tmp")).unwrap();
+        fs::remove_dir(top.join("tmp")).unwrap();
+        k.ensure(&p, top, &top.join("tmp")).unwrap();
+        assert!(!top.join("tmp").exists(), "known, so not looked at");
+        k.forget(&top.join("tmp"));
+        k.ensure(&p, top, &top.join("tmp")).unwrap();
+        assert!(top.join("tmp").is_dir());
+        // Outside `top`: only checked.
+        assert!(k.make(&p, &top.join("x"), &top.join("y/z")).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::content_lock::in_content_dir;
+use super::content_lock::in_content_dir_made;
 use super::paths::{checked_key_file, AFFIX_MAX};
 use super::transfer::{check_disk_space, lock_download, TransferLock};
 use super::Inner;
@@ -169,10 +169,13 @@ fn open_tmp(
     mut verifier: Option<Verifier>,
 ) -> Result<(File, Option<Verifier>), NodeError> {
     let dir = inner.layout.tmp_dir();
-    inner
-        .perms
-        .create_annex_dir(&inner.cfg.git_dir, &dir)
-        .map_err(|e| NodeError::io("create", &dir, e))?;
+    let ensure_dir = || {
+        inner
+            .dirs
+            .ensure(&inner.perms, &inner.cfg.git_dir, &dir)
+            .map_err(|e| NodeError::io("create", &dir, e))
+    };
+    ensure_dir()?;
     let open = || {
         OpenOptions::new()
             .read(true)
@@ -182,7 +185,16 @@ fn open_tmp(
             .mode(inner.perms.file_create_mode())
             .open(tmp)
     };
-    let mut file = match open() {
+    let first = match open() {
+        // The temp directory was removed since we knew it: make it again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            inner.dirs.forget(&dir);
+            ensure_dir()?;
+            open()
+        }
+        r => r,
+    };
+    let mut file = match first {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied && tmp.exists() => {
             // A partial file left read-only: make it writable again.
             inner
@@ -225,30 +237,40 @@ fn open_tmp(
             pos += n as u64;
         }
     }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| NodeError::io("seek", tmp, e))?;
+    // A file just opened is at 0 already (reading the prefix used `read_at`).
+    if offset > 0 {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| NodeError::io("seek", tmp, e))?;
+    }
     Ok((file, verifier))
 }
 
-/// Move verified content from the temp file into the object store and freeze it.
-fn move_into_place(inner: &Inner, key: &Key, tmp: &Path) -> Result<(), NodeError> {
+/// Move verified content from the temp file into the object store, freezing it there
+/// unless `frozen` (done through the open file already).
+fn move_into_place(inner: &Inner, key: &Key, tmp: &Path, frozen: bool) -> Result<(), NodeError> {
     let kf = checked_key_file(key, AFFIX_MAX)?;
-    let dest = inner.layout.object_path(key, &kf);
-    if dest.exists() {
+    // `object_path` and a check that it exists, in one look at each place.
+    let cands = inner.layout.object_candidates(key, &kf);
+    if cands.iter().any(|p| p.exists()) {
         // Already there (another route put it in place meanwhile): keep the original.
         fs::remove_file(tmp).map_err(|e| NodeError::io("remove", tmp, e))?;
         return Ok(());
     }
+    let dest = &cands[0];
     let keydir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-    inner
-        .perms
-        .create_annex_dir(&inner.cfg.git_dir, &keydir)
+    let made = inner
+        .dirs
+        .make(&inner.perms, &inner.cfg.git_dir, &keydir)
         .map_err(|e| NodeError::io("create", &keydir, e))?;
-    in_content_dir(inner, &keydir, || {
-        fs::rename(tmp, &dest)?;
-        inner.perms.freeze_content(&dest)
+    in_content_dir_made(inner, &keydir, made, || {
+        fs::rename(tmp, dest)?;
+        if frozen {
+            Ok(())
+        } else {
+            inner.perms.freeze_content(dest)
+        }
     })
-    .map_err(|e| NodeError::io("move into place", &dest, e))?;
+    .map_err(|e| NodeError::io("move into place", dest, e))?;
     if inner.cfg.fsync {
         fsync_dir(&keydir);
     }
@@ -353,15 +375,14 @@ impl PutSink for AnnexPutSink {
         let upstream_verified = self.upstream_verified;
         let fsync = inner.cfg.fsync;
         let ok = blocking_unless_small(expected_len, fsync, move || {
-            let real_len = file
+            let meta = file
                 .metadata()
-                .map_err(|e| NodeError::io("stat", &tmp, e))?
-                .len();
+                .map_err(|e| NodeError::io("stat", &tmp, e))?;
+            let real_len = meta.len();
             if inner.cfg.fsync {
                 file.sync_data()
                     .map_err(|e| NodeError::io("fsync", &tmp, e))?;
             }
-            drop(file);
             let verdict = if real_len != expected_len {
                 Verdict::WrongSize {
                     expected: expected_len,
@@ -380,11 +401,20 @@ impl PutSink for AnnexPutSink {
                 }
             };
             if verdict != Verdict::Good {
+                drop(file);
                 tracing::warn!(key = %key, ?verdict, "verification of received content failed");
                 let _ = fs::remove_file(&tmp);
                 return Ok(false);
             }
-            move_into_place(&inner, &key, &tmp)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                inner
+                    .perms
+                    .freeze_open(&file, meta.permissions().mode())
+                    .map_err(|e| NodeError::io("freeze", &tmp, e))?;
+            }
+            drop(file);
+            move_into_place(&inner, &key, &tmp, true)?;
             Ok(true)
         })
         .await?;

@@ -990,6 +990,46 @@ async fn one_upload_per_key_in_this_process_too() {
     );
 }
 
+/// The directories a node remembers making (the temp and lock directories, hash
+/// directories) can be removed by git-annex or by hand between uploads: the next upload
+/// makes them again and stores the content where git-annex finds it.
+#[tokio::test]
+async fn directories_removed_between_uploads_are_made_again() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("b.git", true);
+    let (node, _) = sb.open(&gd);
+    let data = b"made twice\n";
+    let key = sha256e(data, ".txt");
+    assert!(
+        put_bytes(&node, &key, data, Validity::Valid)
+            .await
+            .unwrap()
+            .stored
+    );
+    set_present(&sb, &gd, &node, &key);
+    // git-annex drops it (removing the emptied hash directories), and the temp and
+    // lock directories go too.
+    sb.git(&gd, &["annex", "drop", "--force", "--key", &key.to_text()]);
+    let obj = node.object_path(&key).unwrap();
+    assert!(
+        !obj.parent().unwrap().parent().unwrap().exists(),
+        "hash directory removed"
+    );
+    std::fs::remove_dir_all(gd.join("annex/tmp")).unwrap();
+    std::fs::remove_dir_all(gd.join("annex/transfer/download/lck")).unwrap();
+    assert!(
+        put_bytes(&node, &key, data, Validity::Valid)
+            .await
+            .unwrap()
+            .stored
+    );
+    assert_eq!(std::fs::read(&obj).unwrap(), data);
+    assert_eq!(mode(&obj), 0o444, "frozen");
+    assert_eq!(mode(obj.parent().unwrap()), 0o555);
+    set_present(&sb, &gd, &node, &key);
+    sb.git(&gd, &["annex", "fsck", "--key", &key.to_text()]);
+}
+
 #[tokio::test]
 async fn downloads_in_progress_count_against_free_space() {
     let sb = Sandbox::new();

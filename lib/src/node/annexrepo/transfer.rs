@@ -14,6 +14,7 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::content_lock::PosixTime;
 use super::paths::checked_key_file;
@@ -50,15 +51,25 @@ impl Drop for TransferLock {
 }
 
 fn take(path: &Path, inner: &Inner) -> io::Result<Option<FileLock>> {
-    if let Some(dir) = path.parent() {
-        inner.perms.create_annex_dir(&inner.cfg.git_dir, dir)?;
-    }
-    let Some(l) = FileLock::try_lock(
-        path,
-        LockKind::Exclusive,
-        Some(inner.perms.file_create_mode()),
-    )?
-    else {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    inner.dirs.ensure(&inner.perms, &inner.cfg.git_dir, dir)?;
+    let lock = || {
+        FileLock::try_lock(
+            path,
+            LockKind::Exclusive,
+            Some(inner.perms.file_create_mode()),
+        )
+    };
+    let taken = match lock() {
+        // The lock directory was removed since we knew it: make it again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            inner.dirs.forget(dir);
+            inner.dirs.ensure(&inner.perms, &inner.cfg.git_dir, dir)?;
+            lock()
+        }
+        r => r,
+    };
+    let Some(l) = taken? else {
         return Ok(None);
     };
     // The holder before us deletes the file before unlocking; if we opened the old one,
@@ -123,15 +134,9 @@ pub(super) fn lock_download(
 /// `skip` (ours, counted separately) are left out.
 pub(super) fn others_in_progress(inner: &Inner, skip: &dyn Fn(&Key) -> bool) -> u64 {
     let dl = inner.layout.download_dir();
-    let Ok(dirs) = fs::read_dir(&dl) else {
-        return 0;
-    };
     let mut total: u64 = 0;
-    for d in dirs.flatten() {
-        if d.file_name() == "lck" {
-            continue;
-        }
-        let Ok(files) = fs::read_dir(d.path()) else {
+    for d in sender_dirs(inner, &dl) {
+        let Ok(files) = fs::read_dir(&d) else {
             continue;
         };
         for f in files.flatten() {
@@ -163,6 +168,54 @@ pub(super) fn others_in_progress(inner: &Inner, skip: &dyn Fn(&Key) -> bool) -> 
         }
     }
     total
+}
+
+/// A listing of `annex/transfer/download`: its sender directories, with the directory's
+/// stat and the time it was read.
+pub(super) struct Listing {
+    stamp: (u64, i64, i64),
+    read_at: SystemTime,
+    dirs: Vec<PathBuf>,
+}
+
+/// How much older than the listing a directory's modification time must be for the
+/// listing to be used again: file systems stamp times from a clock that ticks coarsely,
+/// so an entry added just after the listing, in the same tick, would not change it.
+const LISTING_SETTLED: Duration = Duration::from_millis(50);
+
+/// The per-sender directories under `dl` (every entry but `lck`), listed again only when
+/// `dl` itself changed: an upload asks this for every key, and the directory nearly never
+/// changes (our own locks live in `lck`).
+fn sender_dirs(inner: &Inner, dl: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(dl) else {
+        return Vec::new();
+    };
+    let stamp = (meta.ino(), meta.mtime(), meta.mtime_nsec());
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut cache = inner.downloads.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = cache.as_ref() {
+        let settled = mtime + LISTING_SETTLED <= l.read_at;
+        if l.stamp == stamp && settled {
+            return l.dirs.clone();
+        }
+    }
+    let read_at = SystemTime::now();
+    let Ok(entries) = fs::read_dir(dl) else {
+        *cache = None;
+        return Vec::new();
+    };
+    let dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|d| d.file_name() != "lck")
+        .map(|d| d.path())
+        .collect();
+    *cache = Some(Listing {
+        stamp,
+        read_at,
+        dirs: dirs.clone(),
+    });
+    dirs
 }
 
 /// git-annex's `checkDiskSpace`: storing `need` more bytes must leave `annex.diskreserve`
