@@ -145,10 +145,11 @@ impl RefWatch {
 
     /// Read every event queued since the last call and say what they changed.
     pub(crate) fn changes(&mut self) -> io::Result<Changes> {
-        // Aligned for the event header; a name is at most NAME_MAX + 1 bytes.
+        // Aligned for the event header; a name is at most NAME_MAX + 1 bytes. Nearly
+        // always nothing is read, so the buffer is small.
         #[repr(C, align(8))]
-        struct Buf([u8; 8192]);
-        let mut buf = Buf([0; 8192]);
+        struct Buf([u8; 2048]);
+        let mut buf = Buf([0; 2048]);
         let mut seen = Changes::None;
         loop {
             // SAFETY: reading into a buffer of the length given, from our descriptor.

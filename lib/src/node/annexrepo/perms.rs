@@ -322,7 +322,11 @@ impl KnownDirs {
                 }
                 Err(e) => return Err(e),
             }
-            made_any.push(p.to_path_buf());
+            // `dir`'s parent is not kept: a key's second hash level is nearly always
+            // new, and keeping all of them would grow with the repository.
+            if Some(*p) != dir.parent() {
+                made_any.push(p.to_path_buf());
+            }
         }
         self.remember(made_any);
         match fs::create_dir(dir) {
@@ -387,7 +391,11 @@ mod tests {
             !k.make(&p, top, &top.join("objects/a/b/k1")).unwrap(),
             "exists"
         );
-        assert!(k.set().contains(&top.join("objects/a/b")));
+        assert!(k.set().contains(&top.join("objects/a")));
+        assert!(
+            !k.set().contains(&top.join("objects/a/b")),
+            "nor their parents"
+        );
         assert!(
             !k.set().contains(&top.join("objects/a/b/k1")),
             "key dirs not kept"

@@ -100,6 +100,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -243,6 +244,9 @@ pub(crate) struct Inner {
     /// What this cluster itself changed or learned, ahead of the location view (which
     /// may see the records only later).
     overlay: Mutex<Overlay>,
+    /// The location view's answer for the last key asked, and when (see
+    /// [`Inner::present_for_put`]).
+    last_viewed: Mutex<Option<(Key, Instant, Vec<Uuid>)>>,
     rng: Mutex<u64>,
     /// The last multi-member GETTIMESTAMP: `L0` and each member's `Ti`.
     stamps: Mutex<Option<Stamps>>,
@@ -277,6 +281,9 @@ struct Fact {
 
 /// Past this many keys the overlay starts afresh.
 const OVERLAY_KEYS: usize = 4096;
+/// How long the location view's answer for a key is used again by an upload of it (see
+/// [`Inner::present_for_put`]).
+const VIEW_REUSE: Duration = Duration::from_millis(50);
 /// How long a recorded change may wait for the location view to show it.
 const RECORDED_SECS: u64 = 3600;
 /// How long a member's "I lack it" overrides the location log.
@@ -386,6 +393,7 @@ impl Cluster {
                 records,
                 options,
                 overlay: Mutex::new(Overlay::default()),
+                last_viewed: Mutex::new(None),
                 // xorshift needs a non-zero state.
                 rng: Mutex::new(seed | 1),
                 stamps: Mutex::new(None),
@@ -424,7 +432,29 @@ impl Inner {
     /// Repositories believed to hold `key`: the location view with this cluster's own
     /// changes applied, the cluster's UUID left out.
     fn present(&self, key: &Key) -> Vec<Uuid> {
-        let mut present = self.locations.present(key);
+        let viewed = self.locations.present(key);
+        *lock(&self.last_viewed) = Some((key.clone(), Instant::now(), viewed.clone()));
+        self.with_overlay(key, viewed)
+    }
+
+    /// [`Self::present`] for an upload: a client asks CHECKPRESENT and sends PUT for the
+    /// same key a moment later, so the location view's answer to the CHECKPRESENT is
+    /// used once more if it is younger than [`VIEW_REUSE`] (this cluster's own changes
+    /// since are in the overlay, applied on top either way).
+    fn present_for_put(&self, key: &Key) -> Vec<Uuid> {
+        let reused = match lock(&self.last_viewed).take() {
+            Some((k, at, uuids)) if &k == key && at.elapsed() < VIEW_REUSE => Some(uuids),
+            _ => None,
+        };
+        match reused {
+            Some(viewed) => self.with_overlay(key, viewed),
+            None => self.present(key),
+        }
+    }
+
+    /// `present`, the location view's answer for `key`, with this cluster's own changes
+    /// applied, the cluster's UUID left out.
+    fn with_overlay(&self, key: &Key, mut present: Vec<Uuid>) -> Vec<Uuid> {
         present.retain(|u| u != &self.uuid);
         let now = (self.options.clock)();
         let mut o = lock(&self.overlay);

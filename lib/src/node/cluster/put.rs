@@ -83,7 +83,7 @@ pub(super) async fn start(
             reason: "the cluster has no nodes".into(),
         });
     }
-    let present = inner.present(key);
+    let present = inner.present_for_put(key);
     let before: Arc<HashSet<Uuid>> = Arc::new(present.iter().cloned().collect());
     let (targets, fallback) = choose_targets(&inner, key, af, &present, &before);
     tracing::debug!(

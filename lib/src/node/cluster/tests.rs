@@ -2096,3 +2096,52 @@ async fn the_cluster_remembers_its_changes_until_the_log_shows_them() {
     now.fetch_add(61, Ordering::SeqCst);
     assert!(c.check_present(&key).await.unwrap());
 }
+
+/// An upload right after CHECKPRESENT of the same key uses the location view's answer
+/// to it once more (the client's CHECKPRESENT-then-PUT pair reads the log once); any
+/// other question, and an upload after a while, reads the view afresh.
+#[tokio::test]
+async fn an_upload_after_checkpresent_reads_the_location_view_once() {
+    let asked = Arc::new(AtomicU64::new(0));
+    let a = asked.clone();
+    let view = move |_: &Key| {
+        a.fetch_add(1, Ordering::SeqCst);
+        Vec::new()
+    };
+    let nodes: Vec<MemNode> = ["node1", "node2"]
+        .iter()
+        .map(|n| MemNode::new(u(n), *n))
+        .collect();
+    let c = Cluster::new(
+        cluster_uuid(),
+        "counted",
+        nodes
+            .iter()
+            .map(|n| ClusterMember::new(Arc::new(n.clone()), 100.0))
+            .collect(),
+        Arc::new(view),
+        Arc::new(EveryoneWants),
+        Arc::new(MemLocations::new()),
+        options(),
+    )
+    .unwrap();
+    let key = hello();
+    assert!(!c.check_present(&key).await.unwrap());
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let PutOutcome::Stored(_, s) = upload(&c, &key, HELLO, 5).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.plus.len(), 2);
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the PUT reused the answer");
+    // Used once only: the next question of either kind reads the view.
+    assert!(c.check_present(&key).await.unwrap(), "the overlay knows");
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    let other = key_of(b"other\n", ".txt");
+    let _ = upload(&c, &other, b"other\n", 5).await.unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "another key: read afresh");
+    assert!(c.check_present(&other).await.unwrap());
+    assert_eq!(asked.load(Ordering::SeqCst), 4);
+    std::thread::sleep(VIEW_REUSE + Duration::from_millis(10));
+    let _ = upload(&c, &other, b"other\n", 5).await.unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 5, "too old: read afresh");
+}
