@@ -136,7 +136,7 @@ pub struct GitRepo {
 /// while watching.
 enum WatchState {
     /// Not tried yet: after this many views. A repository opened for one look never
-    /// takes an inotify instance (a user has 128).
+    /// sets up watches.
     Untried(u8),
     /// Refused by the kernel, or failed: views check the files themselves.
     Off,
