@@ -1030,6 +1030,9 @@ fn sibling_branches_are_seen_as_they_come_and_go() {
             .collect()
     };
     assert!(names(&repo).is_empty());
+    // Kept and read again, it watches its refs: what follows is seen through the watch.
+    assert!(names(&repo).is_empty());
+    assert!(repo.watching());
     a.git(&ra, &["fetch", "-q", "b"]);
     assert_eq!(names(&repo), vec!["refs/remotes/b/git-annex".to_string()]);
     a.git(&ra, &["pack-refs", "--all"]);

@@ -152,7 +152,7 @@ impl Default for WatchState {
     }
 }
 
-/// The refs a view reads, as read under a watch that has reported no change since.
+/// The refs a view reads (kept, under a watch, while it reports no change since).
 #[derive(Clone)]
 struct WatchedRefs {
     at: Instant,
@@ -578,11 +578,8 @@ impl GitRepo {
         }
         let WatchState::On { watch, known } = &mut *st else {
             drop(st);
-            let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
-            let tip = self.view_tip(packed)?;
-            let (named, skip) = self.sibling_refs(packed)?;
-            let unmerged = self.unmerged_from(tip.0, &named, &skip)?;
-            return Ok((tip, unmerged));
+            let k = self.read_refs()?;
+            return Ok((k.tip, k.unmerged));
         };
         let changes = match watch.changes() {
             Ok(c) => c,
@@ -597,8 +594,7 @@ impl GitRepo {
         match (changes, known.as_mut()) {
             (Changes::None, Some(k)) if fresh => return Ok((k.tip, k.unmerged.clone())),
             (Changes::Tip, Some(k)) if fresh => {
-                let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
-                let tip = self.view_tip(packed)?;
+                let tip = self.view_tip(self.packed_stamp())?;
                 if tip != k.tip {
                     k.unmerged = self.unmerged_from(tip.0, &k.named, &k.skip)?;
                     k.tip = tip;
@@ -616,19 +612,38 @@ impl GitRepo {
             drop(st);
             return self.view_refs();
         }
+        let k = self.read_refs()?;
+        let out = (k.tip, k.unmerged.clone());
+        *known = Some(k);
+        Ok(out)
+    }
+
+    fn packed_stamp(&self) -> FileStamp {
+        FileStamp::of(&self.common_dir.join("packed-refs"))
+    }
+
+    /// The refs a view reads, from the files (each checked by its stat, see
+    /// [`RefCache`]).
+    fn read_refs(&self) -> Result<WatchedRefs, RepoError> {
         let at = Instant::now();
-        let packed = FileStamp::of(&self.common_dir.join("packed-refs"));
+        let packed = self.packed_stamp();
         let tip = self.view_tip(packed)?;
         let (named, skip) = self.sibling_refs(packed)?;
         let unmerged = self.unmerged_from(tip.0, &named, &skip)?;
-        *known = Some(WatchedRefs {
+        Ok(WatchedRefs {
             at,
             tip,
             named,
             skip,
-            unmerged: unmerged.clone(),
-        });
-        Ok((tip, unmerged))
+            unmerged,
+        })
+    }
+
+    /// Whether this repository's views are told of ref changes by a watch, with a
+    /// reading of the refs kept under it.
+    #[cfg(test)]
+    pub(crate) fn watching(&self) -> bool {
+        matches!(*self.watch_state(), WatchState::On { known: Some(_), .. })
     }
 
     /// The sibling git-annex branches as git-annex determines them: refs whose name ends
@@ -2610,10 +2625,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(siblings(&repo), (first.clone(), vec![]));
         }
-        assert!(
-            matches!(*repo.watch_state(), WatchState::On { known: Some(_), .. }),
-            "watching after two views"
-        );
+        assert!(repo.watching(), "watching after two views");
         git(dir, &["update-ref", "refs/remotes/new/git-annex", &other]);
         let new = vec!["refs/remotes/new/git-annex".to_string()];
         assert_eq!(siblings(&repo), (first.clone(), new.clone()));

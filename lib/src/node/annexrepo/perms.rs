@@ -131,22 +131,12 @@ impl Perms {
         if self.crippled {
             return Ok(());
         }
+        let r = modify(p, |m| self.frozen_mode(m).unwrap_or(m));
         match self.shared {
-            SharedRepository::UnShared => modify(p, |m| (m | 0o400) & !WRITE),
+            SharedRepository::UnShared => r,
             // In a shared repository the file may belong to someone else; failing to
             // change its mode is not an error there.
-            SharedRepository::Group => {
-                let _ = modify(p, |m| (m | 0o440) & !WRITE);
-                Ok(())
-            }
-            SharedRepository::All => {
-                let _ = modify(p, |m| (m | READ) & !WRITE);
-                Ok(())
-            }
-            SharedRepository::Umask(n) => {
-                let _ = set_mode(p, n & !WRITE);
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
@@ -351,13 +341,17 @@ impl KnownDirs {
 mod tests {
     use super::*;
 
+    fn unshared() -> Perms {
+        Perms {
+            shared: SharedRepository::UnShared,
+            crippled: false,
+        }
+    }
+
     #[test]
     fn freeze_and_thaw_unshared() {
         let d = tempfile::tempdir().unwrap();
-        let p = Perms {
-            shared: SharedRepository::UnShared,
-            crippled: false,
-        };
+        let p = unshared();
         let kd = d.path().join("a/b/k");
         p.create_annex_dir(d.path(), &kd).unwrap();
         let f = kd.join("k");
@@ -379,10 +373,7 @@ mod tests {
     #[test]
     fn known_directories_are_made_top_down_and_again_when_gone() {
         let d = tempfile::tempdir().unwrap();
-        let p = Perms {
-            shared: SharedRepository::UnShared,
-            crippled: false,
-        };
+        let p = unshared();
         let k = KnownDirs::default();
         let top = d.path();
         assert!(k.make(&p, top, &top.join("objects/a/b/k1")).unwrap());
@@ -416,6 +407,42 @@ mod tests {
         assert!(top.join("tmp").is_dir());
         // Outside `top`: only checked.
         assert!(k.make(&p, &top.join("x"), &top.join("y/z")).is_err());
+    }
+
+    /// Freezing received content through its open file gives the mode freezing it by
+    /// path gives, in every kind of shared repository; crippled, modes stay.
+    #[test]
+    fn freezing_an_open_file_is_freezing_by_path() {
+        let d = tempfile::tempdir().unwrap();
+        let kinds = [
+            SharedRepository::UnShared,
+            SharedRepository::Group,
+            SharedRepository::All,
+            SharedRepository::Umask(0o640),
+        ];
+        for (i, shared) in kinds.into_iter().enumerate() {
+            for crippled in [false, true] {
+                let p = Perms { shared, crippled };
+                for start in [0o644, 0o600, 0o666] {
+                    let by_path = d.path().join(format!("p{i}{crippled}{start:o}"));
+                    let by_fd = d.path().join(format!("f{i}{crippled}{start:o}"));
+                    for f in [&by_path, &by_fd] {
+                        fs::write(f, b"x").unwrap();
+                        set_mode(f, start).unwrap();
+                    }
+                    p.freeze_content(&by_path).unwrap();
+                    let file = fs::OpenOptions::new().read(true).open(&by_fd).unwrap();
+                    p.freeze_open(&file, start).unwrap();
+                    let got = mode_of(&by_fd).unwrap();
+                    assert_eq!(got, mode_of(&by_path).unwrap(), "{shared:?} {start:o}");
+                    if crippled {
+                        assert_eq!(got, start);
+                    } else {
+                        assert_eq!(got & WRITE, 0, "{shared:?} {start:o}: {got:o}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

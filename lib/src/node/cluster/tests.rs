@@ -2037,32 +2037,49 @@ async fn shared_hash_refuses_bad_bytes(parallel: bool) {
 /// The location view may show the cluster's records late (the recorder batches): the
 /// cluster bridges the gap with what it did itself, and lets the view speak again once
 /// it agrees.
-#[tokio::test]
-async fn the_cluster_remembers_its_changes_until_the_log_shows_them() {
-    let now = Arc::new(AtomicU64::new(1000));
-    let n = now.clone();
-    let view = Arc::new(MemLocations::new());
-    let records = Arc::new(MemLocations::new());
+/// A cluster `name` of two in-memory nodes (`node1`, `node2`) that want everything, with
+/// the location view and record sink given.
+fn two_node_cluster(
+    name: &str,
+    view: Arc<dyn LocationView>,
+    records: Arc<dyn LocationSink>,
+    options: ClusterOptions,
+) -> (Cluster, Vec<MemNode>) {
     let nodes: Vec<MemNode> = ["node1", "node2"]
         .iter()
         .map(|n| MemNode::new(u(n), *n))
         .collect();
     let c = Cluster::new(
         cluster_uuid(),
-        "lagging",
+        name,
         nodes
             .iter()
             .map(|n| ClusterMember::new(Arc::new(n.clone()), 100.0))
             .collect(),
-        view.clone(),
+        view,
         Arc::new(EveryoneWants),
+        records,
+        options,
+    )
+    .unwrap();
+    (c, nodes)
+}
+
+#[tokio::test]
+async fn the_cluster_remembers_its_changes_until_the_log_shows_them() {
+    let now = Arc::new(AtomicU64::new(1000));
+    let n = now.clone();
+    let view = Arc::new(MemLocations::new());
+    let records = Arc::new(MemLocations::new());
+    let (c, nodes) = two_node_cluster(
+        "lagging",
+        view.clone(),
         records.clone(),
         ClusterOptions {
             clock: Arc::new(move || n.load(Ordering::SeqCst)),
             ..options()
         },
-    )
-    .unwrap();
+    );
     let key = hello();
     let PutOutcome::Stored(_, s) = upload(&c, &key, HELLO, 5).await.unwrap() else {
         panic!()
@@ -2108,23 +2125,12 @@ async fn an_upload_after_checkpresent_reads_the_location_view_once() {
         a.fetch_add(1, Ordering::SeqCst);
         Vec::new()
     };
-    let nodes: Vec<MemNode> = ["node1", "node2"]
-        .iter()
-        .map(|n| MemNode::new(u(n), *n))
-        .collect();
-    let c = Cluster::new(
-        cluster_uuid(),
+    let (c, _) = two_node_cluster(
         "counted",
-        nodes
-            .iter()
-            .map(|n| ClusterMember::new(Arc::new(n.clone()), 100.0))
-            .collect(),
         Arc::new(view),
-        Arc::new(EveryoneWants),
         Arc::new(MemLocations::new()),
         options(),
-    )
-    .unwrap();
+    );
     let key = hello();
     assert!(!c.check_present(&key).await.unwrap());
     assert_eq!(asked.load(Ordering::SeqCst), 1);
