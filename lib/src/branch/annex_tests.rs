@@ -505,13 +505,69 @@ fn recorded_locations_agree_with_whereis_and_fsck() {
     assert_eq!(a.whereis(&r, &key), set(&[&dirr]));
 }
 
+/// Changes that keep coming are committed at most once per `spacing`, not once per
+/// `delay`: a commit writes a pack of the branch's changed trees, so their number is what
+/// a long upload costs. Nothing is left behind: the last batch is committed in its turn.
+#[test]
+fn recorder_spaces_its_commits() {
+    let a = Annex::new();
+    let r = a.init("r", "r");
+    let keys: Vec<Key> = (0..40)
+        .map(|i| Key::from_str(&format!("SHA256E-s{i}--{:064x}.bin", i)).unwrap())
+        .collect();
+    let before = crate::branch::testing::git(&r, &["rev-parse", "git-annex"]);
+    let u = Uuid::parse("4fb2ea5a-b9a7-4bd7-9b2f-3bd4e1c1a7d1").unwrap();
+    let rec = Recorder::with_options(
+        &r,
+        RecorderOptions {
+            delay: std::time::Duration::from_millis(5),
+            spacing: std::time::Duration::from_millis(400),
+            vector_clock: None,
+        },
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    for k in &keys {
+        rec.record_location(k, &u, true);
+        std::thread::sleep(std::time::Duration::from_millis(15));
+    }
+    let took = start.elapsed();
+    // Left to the background thread: the last batch too is committed, within a spacing.
+    while rec.pending() > 0 {
+        assert!(start.elapsed() < took + std::time::Duration::from_secs(5));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let range = format!("{before}..git-annex");
+    let commits: u64 = crate::branch::testing::git(&r, &["rev-list", "--count", &range])
+        .parse()
+        .unwrap();
+    // 40 changes 15 ms apart (at least 600 ms) with a 5 ms delay would be about 40
+    // commits; spaced, one at the start and one per 400 ms after (a slow machine only
+    // makes fewer).
+    let most = 2 + took.as_millis() as u64 / 400;
+    assert!(
+        (1..=most).contains(&commits),
+        "{commits} commits in {took:?}"
+    );
+    let repo = GitRepo::open(&r).unwrap();
+    let view = repo.view().unwrap();
+    for k in &keys {
+        let log = LocationLog::parse(
+            &view
+                .get(&location_log_path(k, BranchHash::TwoLevel))
+                .unwrap(),
+        );
+        assert_eq!(log.present(), vec![u.clone()], "{k}");
+    }
+}
+
 /// A recorder that commits only when told (or dropped).
 fn waiting_recorder(r: &Path) -> Recorder {
     Recorder::with_options(
         r,
         RecorderOptions {
             delay: std::time::Duration::from_secs(3600),
-            vector_clock: None,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -529,7 +585,7 @@ fn recorder_commits_promptly_and_on_drop() {
         &r,
         RecorderOptions {
             delay: std::time::Duration::from_millis(100),
-            vector_clock: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -828,6 +884,7 @@ fn concurrent_recorders_lose_nothing() {
                     r,
                     RecorderOptions {
                         delay: std::time::Duration::from_millis(1),
+                        spacing: std::time::Duration::ZERO,
                         vector_clock: None,
                     },
                 )

@@ -2,8 +2,12 @@
 //!
 //! A [`Recorder`] takes location changes (key, repository UUID, present or not) from any
 //! thread and commits them to `refs/heads/git-annex` in batches: shortly after a change (a
-//! background thread it owns commits within [`RecorderOptions::delay`] of the first change
-//! of a batch), on [`Recorder::flush`], and when dropped. For each key it reads the
+//! background thread it owns commits [`RecorderOptions::delay`] after the first change of
+//! a batch, and at least [`RecorderOptions::spacing`] after its previous commit), on
+//! [`Recorder::flush`], and when dropped. Every commit writes a pack holding the branch's
+//! changed trees (the top one lists every hash directory, tens of KiB in a big
+//! repository), and the packs must later be repacked, so during a long stream of changes
+//! the spacing, not the number of changes, decides how much that costs. For each key it reads the
 //! location log as git-annex would (branch, git-annex's journal, unmerged sibling
 //! branches), leaves it alone if every change is already what the log says, and otherwise
 //! writes the log compacted with new lines timed by the next-timestamp rule (starting from
@@ -44,6 +48,9 @@ pub enum RecordError {
 pub struct RecorderOptions {
     /// How long after the first change of a batch the background thread commits it.
     pub delay: Duration,
+    /// The least time between two commits of the background thread (a flush commits at
+    /// once): changes arriving faster than this are committed together.
+    pub spacing: Duration,
     /// A fixed candidate time for new lines (like `GIT_ANNEX_VECTOR_CLOCK`); `None` reads
     /// that variable, falling back to the current time.
     pub vector_clock: Option<Timestamp>,
@@ -53,6 +60,21 @@ impl Default for RecorderOptions {
     fn default() -> Self {
         RecorderOptions {
             delay: Duration::from_millis(300),
+            spacing: Duration::from_secs(1),
+            vector_clock: None,
+        }
+    }
+}
+
+impl RecorderOptions {
+    /// For the own branch of a repository the gateway stores into as a node. Clients learn
+    /// where content is from the gateway's branch (committed with the default pacing), so
+    /// these commits may wait seconds: until then the node's own log under-reports what
+    /// it holds, which is safe, and a session commits what is left when it ends.
+    pub fn node() -> RecorderOptions {
+        RecorderOptions {
+            delay: Duration::from_secs(2),
+            spacing: Duration::from_secs(2),
             vector_clock: None,
         }
     }
@@ -95,6 +117,8 @@ struct State {
     pending: Batch,
     first_pending: Option<Instant>,
     retry_at: Option<Instant>,
+    /// When the last batch was committed (or failed to commit).
+    last_commit: Option<Instant>,
     failures: u32,
     shutdown: bool,
 }
@@ -106,6 +130,7 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     delay: Duration,
+    spacing: Duration,
     vector_clock: Option<Timestamp>,
     hash: BranchHash,
     private: BTreeSet<Uuid>,
@@ -163,11 +188,13 @@ impl Recorder {
                 pending: Batch::default(),
                 first_pending: None,
                 retry_at: None,
+                last_commit: None,
                 failures: 0,
                 shutdown: false,
             }),
             wake: Condvar::new(),
             delay: opts.delay,
+            spacing: opts.spacing,
             vector_clock,
             path,
         });
@@ -353,13 +380,11 @@ impl Shared {
                         return;
                     }
                     let now = Instant::now();
-                    let due = match st.first_pending {
-                        None => None,
-                        Some(first) => {
-                            let at = first + self.delay;
-                            Some(st.retry_at.map_or(at, |r| r.max(at)))
-                        }
-                    };
+                    let due = st.first_pending.map(|first| {
+                        let at = first + self.delay;
+                        let at = st.last_commit.map_or(at, |l| at.max(l + self.spacing));
+                        st.retry_at.map_or(at, |r| r.max(at))
+                    });
                     match due {
                         Some(at) if at <= now => break,
                         Some(at) => {
@@ -388,6 +413,9 @@ impl Shared {
         let batch = {
             let mut st = lock(&self.state);
             st.first_pending = None;
+            if !st.pending.is_empty() {
+                st.last_commit = Some(Instant::now());
+            }
             std::mem::take(&mut st.pending)
         };
         if batch.is_empty() {

@@ -1920,13 +1920,17 @@ pub fn tune_for_serving() {
             libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as libc::c_int,
             (4 * 1024 * 1024) as libc::ssize_t,
         );
-        // Packs are read through windows of 128 KiB, at most 4 MiB mapped at once (the
+        // Packs are read through windows of 128 KiB, at most 16 MiB mapped at once (the
         // least recently used are unmapped): reads of trees all over a big pack would
-        // otherwise leave all of it mapped and resident (libgit2 maps up to 1 GiB).
+        // otherwise leave all of it mapped and resident (libgit2 maps up to 1 GiB). The
+        // limit is for the whole process, whose sessions read the branches of the gateway
+        // and of every local node (their recorders): at 4 MiB, a cluster of three nodes
+        // with a few MiB of packs each spent a tenth of its time unmapping and mapping
+        // windows again. Only the pages read count towards the resident size.
         if let Err(e) = git2::opts::set_mwindow_size(128 * 1024) {
             tracing::debug!("cannot set libgit2's pack window size: {e}");
         }
-        if let Err(e) = git2::opts::set_mwindow_mapped_limit(4 * 1024 * 1024) {
+        if let Err(e) = git2::opts::set_mwindow_mapped_limit(16 * 1024 * 1024) {
             tracing::debug!("cannot set libgit2's pack mapping limit: {e}");
         }
     }

@@ -31,7 +31,7 @@ use crate::branch::log::presence::LocationLog;
 use crate::branch::log::uuidlogs::{
     effective_remote_configs, ClusterLog, Clusters, ProxyLog, RemoteLog, TrustLog, UuidLog,
 };
-use crate::branch::recorder::{RecordError, Recorder};
+use crate::branch::recorder::{RecordError, Recorder, RecorderOptions};
 use crate::branch::repo::{BranchView, GitConfig, GitRepo, RepoError};
 use crate::node::annexrepo::{AnnexRepo, AnnexRepoConfig};
 use crate::node::cluster::{Cluster, ClusterMember, ClusterOptions, EnginePlacement, Wanting};
@@ -102,20 +102,22 @@ pub struct Gateway {
 /// that only reads never opens the git-annex branch or starts the recorder's thread.
 struct LazyRecorder {
     git_dir: PathBuf,
+    opts: RecorderOptions,
     cell: OnceLock<Result<Arc<Recorder>, String>>,
 }
 
 impl LazyRecorder {
-    fn new(git_dir: &Path) -> LazyRecorder {
+    fn new(git_dir: &Path, opts: RecorderOptions) -> LazyRecorder {
         LazyRecorder {
             git_dir: git_dir.to_path_buf(),
+            opts,
             cell: OnceLock::new(),
         }
     }
 
     fn get(&self) -> Result<Arc<Recorder>, GatewayError> {
         match self.cell.get_or_init(|| {
-            Recorder::new(&self.git_dir)
+            Recorder::with_options(&self.git_dir, self.opts.clone())
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         }) {
@@ -174,7 +176,10 @@ impl Gateway {
     pub fn open(repo: GitRepo) -> Result<Gateway, GatewayError> {
         let config = repo.config()?;
         let uuid = config.annex_uuid().ok_or(GatewayError::NotAnnex)?;
-        let recorder = Arc::new(LazyRecorder::new(repo.git_dir()));
+        let recorder = Arc::new(LazyRecorder::new(
+            repo.git_dir(),
+            RecorderOptions::default(),
+        ));
         Ok(Gateway {
             git_dir: repo.git_dir().to_path_buf(),
             repo: Mutex::new(repo),
@@ -526,7 +531,7 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner());
         Arc::clone(
             m.entry(git_dir.to_path_buf())
-                .or_insert_with(|| Arc::new(LazyRecorder::new(git_dir))),
+                .or_insert_with(|| Arc::new(LazyRecorder::new(git_dir, RecorderOptions::node()))),
         )
     }
 
