@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -66,7 +67,14 @@ pub(crate) struct Inner {
     /// The listing of `annex/transfer/download` last read (see
     /// [`transfer::others_in_progress`]).
     downloads: Mutex<Option<transfer::Listing>>,
+    /// When `hooks/annex-content` was last found missing (or not executable): trusted for
+    /// [`HOOK_RECHECK`], so an upload after upload does not look for it again each time.
+    no_hook_since: Mutex<Option<Instant>>,
 }
+
+/// How long a look that found no `hooks/annex-content` is trusted: a hook installed
+/// while a session runs is run from a second later on.
+const HOOK_RECHECK: Duration = Duration::from_secs(1);
 
 impl AnnexRepo {
     /// Serve the repository `cfg` describes, reporting every content change to
@@ -88,6 +96,7 @@ impl AnnexRepo {
                 counter: AtomicU64::new(0),
                 dirs: Default::default(),
                 downloads: Mutex::new(None),
+                no_hook_since: Mutex::new(None),
             }),
         }
     }
@@ -139,10 +148,13 @@ impl Inner {
         self.locations.record(key, &self.cfg.uuid, present);
     }
 
-    /// Run `hooks/annex-content` if it exists, as git-annex-shell documents it does after
-    /// content is received or removed. Its output goes to our stderr (stdout may carry a
-    /// protocol); a failing hook is logged, never an error of the transfer.
-    async fn run_content_hook(&self) {
+    /// `hooks/annex-content` if it is an executable file (a look that found none is
+    /// trusted for [`HOOK_RECHECK`]).
+    fn content_hook(&self) -> Option<PathBuf> {
+        let mut no_hook = self.no_hook_since.lock().unwrap_or_else(|e| e.into_inner());
+        if no_hook.is_some_and(|t| t.elapsed() < HOOK_RECHECK) {
+            return None;
+        }
         let hook = self.cfg.hooks_dir.join("annex-content");
         let executable = std::fs::metadata(&hook)
             .map(|m| {
@@ -150,9 +162,17 @@ impl Inner {
                 m.is_file() && m.permissions().mode() & 0o111 != 0
             })
             .unwrap_or(false);
-        if !executable {
+        *no_hook = (!executable).then(Instant::now);
+        executable.then_some(hook)
+    }
+
+    /// Run `hooks/annex-content` if it exists, as git-annex-shell documents it does after
+    /// content is received or removed. Its output goes to our stderr (stdout may carry a
+    /// protocol); a failing hook is logged, never an error of the transfer.
+    async fn run_content_hook(&self) {
+        let Some(hook) = self.content_hook() else {
             return;
-        }
+        };
         let cwd = self.cfg.work_tree.as_deref().unwrap_or(&self.cfg.git_dir);
         let stdout = {
             use std::os::fd::AsFd;

@@ -181,7 +181,8 @@ fn open_tmp(
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            // From the start: whatever the file holds goes (with no look at it first).
+            .truncate(offset == 0)
             .mode(inner.perms.file_create_mode())
             .open(tmp)
     };
@@ -206,10 +207,13 @@ fn open_tmp(
         r => r,
     }
     .map_err(|e| NodeError::io("open", tmp, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| NodeError::io("stat", tmp, e))?
-        .len();
+    let len = if offset == 0 {
+        0
+    } else {
+        file.metadata()
+            .map_err(|e| NodeError::io("stat", tmp, e))?
+            .len()
+    };
     if len < offset {
         return Err(NodeError::io(
             "resume",
@@ -249,19 +253,27 @@ fn open_tmp(
 /// unless `frozen` (done through the open file already).
 fn move_into_place(inner: &Inner, key: &Key, tmp: &Path, frozen: bool) -> Result<(), NodeError> {
     let kf = checked_key_file(key, AFFIX_MAX)?;
-    // `object_path` and a check that it exists, in one look at each place.
     let cands = inner.layout.object_candidates(key, &kf);
-    if cands.iter().any(|p| p.exists()) {
-        // Already there (another route put it in place meanwhile): keep the original.
-        fs::remove_file(tmp).map_err(|e| NodeError::io("remove", tmp, e))?;
-        return Ok(());
-    }
     let dest = &cands[0];
     let keydir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
     let made = inner
         .dirs
         .make(&inner.perms, &inner.cfg.git_dir, &keydir)
         .map_err(|e| NodeError::io("create", &keydir, e))?;
+    // A key directory made just now holds nothing; one that was there may hold the
+    // content already (another route put it in place since the upload began), and so may
+    // the other layout's. (The other layout was looked at when the upload began, and
+    // git-annex puts new content only in the first.)
+    if !made && cands.iter().any(|p| p.exists()) {
+        // Keep the original. (git-annex, having stored the key, may have removed our temp
+        // file already, as it cleans up a stored key's temp file.)
+        match fs::remove_file(tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(NodeError::io("remove", tmp, e))
+            }
+            _ => return Ok(()),
+        }
+    }
     in_content_dir_made(inner, &keydir, made, || {
         fs::rename(tmp, dest)?;
         if frozen {

@@ -961,6 +961,39 @@ async fn annex_content_hook_runs_after_changes() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 2);
 }
 
+/// A node that found no hook looks again after a while: a hook installed while a session
+/// runs is run for the changes after that.
+#[tokio::test]
+async fn annex_content_hook_installed_later_is_found() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("b.git", true);
+    let (node, _) = sb.open(&gd);
+    let key = sha256e(b"before the hook", "");
+    assert!(
+        put_bytes(&node, &key, b"before the hook", Validity::Valid)
+            .await
+            .unwrap()
+            .stored
+    );
+    let marker = sb.tmp.path().join("hook-ran");
+    let hook = gd.join("hooks/annex-content");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho ran >> '{}'\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::thread::sleep(super::HOOK_RECHECK + Duration::from_millis(100));
+    let key = sha256e(b"after the hook", "");
+    assert!(
+        put_bytes(&node, &key, b"after the hook", Validity::Valid)
+            .await
+            .unwrap()
+            .stored
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
+}
+
 #[tokio::test]
 async fn one_upload_per_key_in_this_process_too() {
     let sb = Sandbox::new();
@@ -1027,6 +1060,40 @@ async fn directories_removed_between_uploads_are_made_again() {
     assert_eq!(mode(&obj), 0o444, "frozen");
     assert_eq!(mode(obj.parent().unwrap()), 0o555);
     set_present(&sb, &gd, &node, &key);
+    sb.git(&gd, &["annex", "fsck", "--key", &key.to_text()]);
+}
+
+/// Content git-annex puts in place while an upload of the same key is under way is kept:
+/// the upload ends without replacing it (its key directory existed, so it is looked in),
+/// though git-annex removed the upload's temp file as it stored the key.
+#[tokio::test]
+async fn content_stored_meanwhile_is_kept() {
+    let sb = Sandbox::new();
+    let gd = sb.repo("b.git", true);
+    let (node, _) = sb.open(&gd);
+    let data = b"stored twice\n";
+    let key = sha256e(data, ".txt");
+    let PutStart::Accept(mut sink) = node.put(&key, &AssociatedFile::new("f.txt")).await.unwrap()
+    else {
+        panic!("ALREADY-HAVE before anything was stored");
+    };
+    sink.begin(data.len() as u64).await.unwrap();
+    sink.write(data).await.unwrap();
+    let other = sb.tmp.path().join("other.txt");
+    std::fs::write(&other, data).unwrap();
+    sb.git(
+        &gd,
+        &["annex", "setkey", &key.to_text(), other.to_str().unwrap()],
+    );
+    let obj = node.object_path(&key).unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let theirs = ino(&obj);
+    let stored = sink.finish(Validity::Valid).await.unwrap();
+    assert!(stored.stored);
+    assert_eq!(ino(&obj), theirs, "git-annex's copy was replaced");
+    assert_eq!(std::fs::read(&obj).unwrap(), data);
+    let left: Vec<_> = std::fs::read_dir(gd.join("annex/tmp")).unwrap().collect();
+    assert!(left.is_empty(), "temp file left: {left:?}");
     sb.git(&gd, &["annex", "fsck", "--key", &key.to_text()]);
 }
 
