@@ -7,12 +7,14 @@
 //! [`Recorder::flush`], and when dropped. Every commit writes a pack holding the branch's
 //! changed trees (the top one lists every hash directory, tens of KiB in a big
 //! repository), and the packs must later be repacked, so during a long stream of changes
-//! the spacing, not the number of changes, decides how much that costs. For each key it reads the
-//! location log as git-annex would (branch, git-annex's journal, unmerged sibling
-//! branches), leaves it alone if every change is already what the log says, and otherwise
-//! writes the log compacted with new lines timed by the next-timestamp rule (starting from
-//! `GIT_ANNEX_VECTOR_CLOCK` when set, as git-annex does). Changes that fail to commit stay
-//! queued and are retried; errors are logged and returned by `flush`, never panics.
+//! the spacing, not the number of changes, decides how much that costs.
+//!
+//! For each key it reads the location log as git-annex would (branch, git-annex's journal,
+//! unmerged sibling branches), leaves it alone if every change is already what the log
+//! says, and otherwise writes the log compacted with new lines timed by the next-timestamp
+//! rule (starting from `GIT_ANNEX_VECTOR_CLOCK` when set, as git-annex does). Changes
+//! that fail to commit stay queued and are retried; errors are logged and returned by
+//! `flush`, never panics.
 //!
 //! Cluster UUIDs are never written to location logs, and UUIDs configured private are not
 //! written to the branch at all (git-annex keeps those in its private journal).
