@@ -537,6 +537,8 @@ fn recorder_spaces_its_commits() {
         assert!(start.elapsed() < took + std::time::Duration::from_secs(5));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // (The batch is taken before it is committed: a flush waits for that commit to end.)
+    assert_eq!(rec.flush().unwrap(), None, "the flush found changes left");
     let range = format!("{before}..git-annex");
     let commits: u64 = crate::branch::testing::git(&r, &["rev-list", "--count", &range])
         .parse()
