@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cluster_scenarios::{
-    client_with, gateway_with_nodes, NodeAccess, SetupTool, NODE_UUIDS,
+    client_with, gateway_with_nodes, locations, NodeAccess, SetupTool, NODE_UUIDS,
 };
 use crate::harness::ssh::write_script;
 use crate::harness::{
@@ -185,20 +185,6 @@ fn success_plus(env: &TestEnv, r: &RunResult) -> Vec<Vec<String>> {
             v
         })
         .collect()
-}
-
-/// The repositories `repo`'s location log lists for `key`, by name (empty when none: then
-/// `whereis` fails, which is no error here).
-fn locations(repo: &Repo<'_>, key: &str) -> Vec<String> {
-    let (_, v) = repo.try_annex_json(&["whereis", "--key", key]);
-    let mut names: Vec<String> = v
-        .iter()
-        .flat_map(|item| item["whereis"].as_array().cloned().unwrap_or_default())
-        .map(|loc| repo.env().name_of(loc["uuid"].as_str().unwrap_or_default()))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 // ---- a node that is down ----

@@ -13,6 +13,20 @@ use crate::harness::{
     assert_same_outcome, shared_outcome, tools, Outcome, Repo, ShellImpl, Side, TestEnv, Transport,
 };
 
+/// The repositories `repo`'s location log lists for `key`, by name, as git-annex there
+/// reads it (empty when none: then `whereis` fails, which is no error here).
+pub(crate) fn locations(repo: &Repo<'_>, key: &str) -> Vec<String> {
+    let (_, v) = repo.try_annex_json(&["whereis", "--key", key]);
+    let mut names: Vec<String> = v
+        .iter()
+        .flat_map(|item| item["whereis"].as_array().cloned().unwrap_or_default())
+        .map(|loc| repo.env().name_of(loc["uuid"].as_str().unwrap_or_default()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Who set the cluster up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SetupTool {
@@ -420,6 +434,14 @@ fn a_big_upload_fans_out_to_local_and_ssh_nodes() {
     );
     let key = client.key_of("big.bin");
     for n in &nodes {
+        // Each node's own branch says it holds the key once the session is over (a local
+        // node's by our recorder, which commits what is left when the session ends).
+        assert!(
+            locations(n, &key).contains(&n.name().to_string()),
+            "{}'s own log: {:?}",
+            n.name(),
+            locations(n, &key)
+        );
         let obj = n
             .find_object(&key)
             .unwrap_or_else(|| panic!("{} lacks {key}", n.name()));
