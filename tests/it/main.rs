@@ -5,7 +5,8 @@
 //! `shell_scenarios` runs the same client scenarios against git-annex-shell and annexgate-shell;
 //! `server_login` has annexgate-shell as the ssh forced command or login shell for plain clients;
 //! `cluster_scenarios` runs git-annex's cluster tutorial through both shells and both set-ups;
-//! `cluster_faults` the clusters' fault and bad-input cases (nodes down, full, failing,
+//! `cluster_kinds` directory nodes, proxied non-cluster remotes and what a fetching client
+//! learns; `cluster_faults` the clusters' fault and bad-input cases (nodes down, full, failing,
 //! garbage, hanging; unknown UUIDs);
 //! `p2p_node` runs the gateway's node connections (`P2pNode`) over ssh against both;
 //! `http` tests annexgate-http against `git annex p2phttp` and with git-annex clients;
@@ -19,6 +20,7 @@ mod harness;
 
 mod bad_input;
 mod cluster_faults;
+mod cluster_kinds;
 mod cluster_scenarios;
 mod harness_checks;
 mod http;

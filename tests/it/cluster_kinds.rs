@@ -1,0 +1,331 @@
+//! Cluster set-ups the tutorial does not cover, with a real git-annex client through
+//! annexgate-shell: directory special remotes as nodes (chunked and not) beside a repository
+//! node, what a client that only fetches from the gateway learns, that a repository node's
+//! upload leaves no temp file on the gateway, and a proxied remote that is no cluster node
+//! (`annexgate proxy update` on its own).
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cluster_scenarios::{
+    annexgate, client_with, gateway_with_cluster, locations, server_repo_with_uuid, SetupTool,
+    GW_UUID, NODE_UUIDS,
+};
+use crate::harness::{pseudo_random, Repo, ShellImpl, TestEnv, Transport};
+
+/// Files under `dir`, recursively (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A client repository `name` with `files`, the gateway as ssh remote `gw` run by
+/// annexgate-shell, and the proxied special remotes `verify` (gw-nodeN) confirmed as safe:
+/// git-annex 10.20261026 will not push to a remote whose branch names special remotes the
+/// user has not confirmed (`git annex verifyremote`). Confirming also sets
+/// `remote.gw-nodeN.annex-verified`, and git-annex hides a proxied remote with any
+/// `remote.NAME.*` setting, so that goes again; the confirmation is kept in the log.
+fn verified_client<'e>(
+    env: &'e TestEnv,
+    gw: &Repo<'_>,
+    name: &str,
+    files: &[(&str, &[u8])],
+    verify: &[&str],
+) -> Repo<'e> {
+    let client = env.client_repo(name);
+    if !files.is_empty() {
+        client.add_files(files);
+    }
+    client.git(&["remote", "add", "gw", &gw.ssh_url()]);
+    client.set_config(
+        "remote.gw.annex-shell",
+        &ShellImpl::AnnexgateShell.program().to_string_lossy(),
+    );
+    client.annex(&["sync", "--no-content", "--no-push", "gw"]);
+    for remote in verify {
+        let (_, out) = {
+            let r = client.try_annex(&["verifyremote", remote]);
+            (r.code, format!("{}{}", r.stdout, r.stderr))
+        };
+        let id = out
+            .split("--safe ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("verifyremote {remote} asked nothing:\n{out}"))
+            .to_string();
+        client.annex(&["verifyremote", remote, "--safe", &id]);
+        client.git(&["config", "--remove-section", &format!("remote.{remote}")]);
+    }
+    let r = client.try_annex(&["sync", "--no-content", "gw"]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{name}'s first sync with the gateway: {r:?}"
+    );
+    client
+}
+
+/// `repo`'s location log for `key`, read again until it lists every name in `want` (the
+/// gateway commits shortly after the client's session ends) or 20 s have passed.
+fn locations_eventually(repo: &Repo<'_>, key: &str, want: &[&str], sync_with: &str) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        repo.annex(&["sync", "--no-content", sync_with]);
+        let got = locations(repo, key);
+        if want.iter().all(|w| got.iter().any(|g| g == w)) || Instant::now() > until {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A cluster of two directory special remotes (one chunked in 1 MiB pieces) and a bare
+/// repository, set up by `annexgate cluster`: a 3 MiB upload through annexgate-shell lands
+/// on all three; git-annex on the gateway reads it back from each directory remote (the
+/// chunked one through the chunk log our recorder wrote) and its fsck agrees; the client
+/// gets it back through the gateway from the chunked node and from the cluster; and a
+/// second client that only fetches the gateway's git-annex branch sees the three nodes.
+#[test]
+fn directory_nodes_chunked_and_not_beside_a_repository_node() {
+    let env = TestEnv::new(Transport::Shim);
+    let gw = server_repo_with_uuid(&env, "gw", GW_UUID);
+    let mut dir_uuids = Vec::new();
+    for (name, extra) in [("node1", None), ("node2", Some("chunk=1MiB"))] {
+        let dir = env.root().join(format!("{name}-dir"));
+        fs::create_dir_all(&dir).unwrap();
+        let d = format!("directory={}", dir.display());
+        let mut args = vec!["initremote", name, "type=directory", &d, "encryption=none"];
+        args.extend(extra);
+        gw.annex(&args);
+        let u = gw
+            .git(&["config", &format!("remote.{name}.annex-uuid")])
+            .trim()
+            .to_string();
+        env.register_uuid(&u, name);
+        dir_uuids.push(u);
+    }
+    let node3 = server_repo_with_uuid(&env, "node3", NODE_UUIDS[2]);
+    gw.git(&["remote", "add", "node3", "../node3.git"]);
+    gw.set_config("remote.node3.annex-uuid", node3.uuid());
+    gw.git(&["fetch", "-q", "node3"]);
+    for i in 1..=3 {
+        gw.set_config(&format!("remote.node{i}.annex-cluster-node"), "mycluster");
+    }
+    annexgate(&env, &gw, &["cluster", "init", "mycluster"]);
+    let out = annexgate(&env, &gw, &["cluster", "update"]);
+    for i in 1..=3 {
+        assert!(
+            out.contains(&format!("Added node node{i} to cluster: mycluster")),
+            "{out}"
+        );
+    }
+    let cu = gw
+        .git(&["config", "annex.cluster.mycluster"])
+        .trim()
+        .to_string();
+    env.register_uuid(&cu, "mycluster");
+
+    let big = pseudo_random((3 << 20) + 7, 33);
+    let client = verified_client(
+        &env,
+        &gw,
+        "client",
+        &[("big.bin", &big)],
+        &["gw-node1", "gw-node2"],
+    );
+    let r = client.try_annex(&["copy", "--to", "gw-mycluster", "big.bin"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let key = client.key_of("big.bin");
+    assert_eq!(
+        client.whereis(&["big.bin"]),
+        ["client", "mycluster", "node1", "node2", "node3"],
+        "whereis big.bin"
+    );
+
+    // A client that never talked to the nodes learns where the content is from the
+    // gateway's git-annex branch alone: the first client pushed nothing after its copy,
+    // and nothing else on the gateway has looked at the nodes yet (`fsck --from` below
+    // records what it finds).
+    let fresh = verified_client(&env, &gw, "fresh", &[], &["gw-node1", "gw-node2"]);
+    let got = locations_eventually(&fresh, &key, &["node1", "node2", "node3"], "gw");
+    for n in ["node1", "node2", "node3"] {
+        assert!(
+            got.iter().any(|g| g == n),
+            "fresh client's whereis: {got:?}"
+        );
+    }
+    assert!(
+        !got.iter().any(|g| g == "gw"),
+        "the gateway holds no copy: {got:?}"
+    );
+
+    // On disk: node1 has the whole object, node2 four chunks, node3 the object.
+    let whole: Vec<_> = files_under(&env.root().join("node1-dir"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|f| f.to_string_lossy() == key))
+        .collect();
+    assert_eq!(whole.len(), 1, "node1's directory: {whole:?}");
+    assert!(fs::read(&whole[0]).unwrap() == big, "node1: wrong bytes");
+    let chunks: Vec<_> = files_under(&env.root().join("node2-dir"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().contains("-S1048576-C"))
+        })
+        .collect();
+    assert_eq!(chunks.len(), 4, "node2's chunks: {chunks:?}");
+    assert!(
+        fs::read(node3.find_object(&key).expect("node3 has the key")).unwrap() == big,
+        "node3: wrong bytes"
+    );
+
+    // The gateway's branch has node2's chunk log for the key, in git-annex's format
+    // ("<time>s <uuid>:<chunk size> <count>"), committed shortly after the session.
+    let until = Instant::now() + Duration::from_secs(20);
+    let cnk = loop {
+        let listed = gw.git(&["ls-tree", "-r", "--name-only", "git-annex"]);
+        let path = listed
+            .lines()
+            .find(|l| l.ends_with(&format!("/{key}.log.cnk")))
+            .map(str::to_string);
+        if let Some(p) = path {
+            break gw.git(&["cat-file", "-p", &format!("git-annex:{p}")]);
+        }
+        assert!(
+            Instant::now() < until,
+            "no chunk log for {key} in:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let node2 = &dir_uuids[1];
+    assert!(
+        cnk.lines()
+            .any(|l| l.split_once(' ').map(|(_, rest)| rest)
+                == Some(&format!("{node2}:1048576 4"))),
+        "chunk log of {key}:\n{cnk}"
+    );
+    // git-annex on the gateway reads the content back from each node and checks it.
+    for node in ["node1", "node2", "node3"] {
+        let (code, items) = gw.fsck(&["--from", node, "--key", &key]);
+        assert_eq!(code, Some(0), "fsck --from {node}: {items:?}");
+        assert_eq!(items, [(key.clone(), true)], "fsck --from {node}");
+    }
+
+    // Back through the gateway: from the chunked node, then from the cluster.
+    for from in ["gw-node2", "gw-mycluster"] {
+        client.annex(&["drop", "--force", "big.bin"]);
+        let r = client.try_annex(&["get", "--from", from, "big.bin"]);
+        assert_eq!(r.code, Some(0), "get --from {from}: {r:?}");
+        assert!(
+            fs::read(client.path().join("big.bin")).unwrap() == big,
+            "big.bin got from {from}: wrong bytes"
+        );
+    }
+}
+
+/// Uploads to repository nodes stream from the client to the nodes: the gateway writes no
+/// temp file. Its `annex/tmp` is made a plain file here, so any file the gateway tried to
+/// make under it would fail the upload (as one into the gateway's own repository does);
+/// the cluster copy still succeeds, to every node.
+#[test]
+fn a_cluster_upload_to_repository_nodes_makes_no_temp_file_on_the_gateway() {
+    let env = TestEnv::new(Transport::Shim);
+    let (gw, nodes) = gateway_with_cluster(&env, SetupTool::Annexgate);
+    let tmp = gw.git_dir().join("annex/tmp");
+    if tmp.is_dir() {
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+    fs::write(&tmp, b"not a directory\n").unwrap();
+    let small = b"small file through the cluster\n".to_vec();
+    let big = pseudo_random((9 << 20) + 3, 5);
+    let client = client_with(
+        &env,
+        &gw,
+        ShellImpl::AnnexgateShell,
+        &[("small.txt", small.clone()), ("big.bin", big.clone())],
+        3,
+        None,
+    );
+    let r = client.try_annex(&["copy", "--to", "gw-mycluster", "small.txt", "big.bin"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for (file, bytes) in [("small.txt", &small), ("big.bin", &big)] {
+        let key = client.key_of(file);
+        for n in &nodes {
+            let obj = n
+                .find_object(&key)
+                .unwrap_or_else(|| panic!("{} lacks {file}", n.name()));
+            assert!(fs::read(obj).unwrap() == *bytes, "{}: {file}", n.name());
+        }
+    }
+    assert!(tmp.is_file(), "annex/tmp is still the plain file");
+    // The trap works: an upload into the gateway's own repository, which does go through
+    // a temp file, fails.
+    let r = client.try_annex(&["copy", "--to", "gw", "small.txt"]);
+    assert_ne!(r.code, Some(0), "an upload into the gateway itself: {r:?}");
+    assert!(
+        files_under(&gw.git_dir().join("annex/othertmp")).is_empty(),
+        "no temp file in annex/othertmp either"
+    );
+}
+
+/// A remote that is proxied but is no cluster node: `annexgate proxy update` starts
+/// proxying for it as `git annex updateproxy` would (git-annex then finds nothing to
+/// change), a client reaches it as gw-node1 through annexgate-shell, and clearing
+/// `annex-proxy` stops it again.
+#[test]
+fn proxy_update_proxies_a_remote_that_is_no_cluster_node() {
+    let env = TestEnv::new(Transport::Shim);
+    let gw = server_repo_with_uuid(&env, "gw", GW_UUID);
+    let node1 = server_repo_with_uuid(&env, "node1", NODE_UUIDS[0]);
+    gw.git(&["remote", "add", "node1", "../node1.git"]);
+    gw.set_config("remote.node1.annex-uuid", node1.uuid());
+    gw.git(&["fetch", "-q", "node1"]);
+    gw.set_config("remote.node1.annex-proxy", "true");
+    let out = annexgate(&env, &gw, &["proxy", "update"]);
+    assert!(out.contains("Started proxying for node1"), "{out}");
+    // git-annex reads our proxy log as what it would have written itself.
+    let again = gw.annex(&["updateproxy"]).stdout;
+    assert!(
+        !again.contains("proxying"),
+        "git-annex's updateproxy after ours changed something:\n{again}"
+    );
+
+    let text = b"proxied, not clustered\n".to_vec();
+    let client = client_with(
+        &env,
+        &gw,
+        ShellImpl::AnnexgateShell,
+        &[("p.txt", text.clone())],
+        0,
+        None,
+    );
+    let r = client.try_annex(&["copy", "--to", "gw-node1", "p.txt"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let key = client.key_of("p.txt");
+    assert!(
+        fs::read(node1.find_object(&key).expect("node1 has p.txt")).unwrap() == text,
+        "node1: wrong bytes"
+    );
+    assert_eq!(client.whereis(&["p.txt"]), ["client", "node1"]);
+
+    gw.git(&["config", "--unset", "remote.node1.annex-proxy"]);
+    let out = annexgate(&env, &gw, &["proxy", "update"]);
+    assert!(out.contains("Stopped proxying for node1"), "{out}");
+    let again = gw.annex(&["updateproxy"]).stdout;
+    assert!(
+        !again.contains("proxying"),
+        "git-annex's updateproxy after ours changed something:\n{again}"
+    );
+}
