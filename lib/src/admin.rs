@@ -127,6 +127,26 @@ pub fn init_cluster(dir: &Path, name: &str, desc: Option<&str>) -> Result<Vec<St
     Ok(vec![format!("initcluster {name} ok")])
 }
 
+/// How git-annex names a repository in messages: its description from uuid.log with the
+/// name of a remote that has its UUID in brackets after it (only "[name]" when the two
+/// are the same or there is no description; the last such remote in the configuration
+/// when several have it), the description alone when no remote has it, else the UUID.
+fn node_description(view: &crate::gateway::GatewayView, u: &Uuid) -> String {
+    let remote = view
+        .remotes
+        .iter()
+        .rev()
+        .find(|r| r.uuid.as_ref() == Some(u))
+        .map(|r| r.name.as_str());
+    let desc = view.facts.descriptions.get(u).filter(|d| !d.is_empty());
+    match (desc, remote) {
+        (Some(d), Some(r)) if d != r => format!("{d} [{r}]"),
+        (_, Some(r)) => format!("[{r}]"),
+        (Some(d), None) => d.clone(),
+        (None, None) => u.to_string(),
+    }
+}
+
 /// `updatecluster`: record each cluster's configured nodes in cluster.log, then
 /// `updateproxy`.
 pub fn update_cluster(dir: &Path) -> Result<Vec<String>, AdminError> {
@@ -151,13 +171,10 @@ pub fn update_cluster(dir: &Path) -> Result<Vec<String>, AdminError> {
         }
         for n in &recorded {
             if !all.contains(n) {
-                let desc = view
-                    .facts
-                    .descriptions
-                    .get(n)
-                    .cloned()
-                    .unwrap_or_else(|| n.to_string());
-                out.push(format!("Removed node {desc} from cluster: {name}"));
+                out.push(format!(
+                    "Removed node {} from cluster: {name}",
+                    node_description(&view, n)
+                ));
             }
         }
         changes.push((cu, all));

@@ -329,3 +329,130 @@ fn proxy_update_proxies_a_remote_that_is_no_cluster_node() {
         "git-annex's updateproxy after ours changed something:\n{again}"
     );
 }
+
+/// `annexgate cluster init/update` and `annexgate proxy update` write what git-annex's
+/// `initcluster`/`updatecluster`/`updateproxy` write, byte for byte once the UUIDs that
+/// differ by nature (each gateway's, each new cluster's), the gateways' own names and the
+/// timestamps are masked:
+/// the same output, the same git config, and the same uuid.log, cluster.log and
+/// proxy.log in the git-annex branch; and again after a node leaves the cluster and a
+/// proxied remote stops being proxied.
+#[test]
+fn cluster_and_proxy_set_up_write_what_git_annex_writes() {
+    let env = TestEnv::new(Transport::Shim);
+    let nodes: Vec<Repo<'_>> = (1..=2)
+        .map(|i| server_repo_with_uuid(&env, &format!("node{i}"), NODE_UUIDS[i - 1]))
+        .collect();
+    let gws = [
+        server_repo_with_uuid(&env, "gwa", GW_UUID),
+        server_repo_with_uuid(&env, "gwb", "9a7e0000-0000-4000-8000-00000000000b"),
+    ];
+    for gw in &gws {
+        // node2's remote is "n2": git-annex names a node that leaves by its description
+        // and remote name ("node2 [n2]")
+        for (i, n) in nodes.iter().enumerate() {
+            let name = if i == 1 {
+                "n2".to_string()
+            } else {
+                format!("node{}", i + 1)
+            };
+            gw.git(&["remote", "add", &name, &format!("../node{}.git", i + 1)]);
+            gw.set_config(&format!("remote.{name}.annex-uuid"), n.uuid());
+            gw.set_config(&format!("remote.{name}.annex-cluster-node"), "mycluster");
+            gw.git(&["fetch", "-q", &name]);
+        }
+        // node1 once more under another name, proxied on its own
+        gw.git(&["remote", "add", "single", "../node1.git"]);
+        gw.set_config("remote.single.annex-uuid", nodes[0].uuid());
+        gw.set_config("remote.single.annex-proxy", "true");
+    }
+    let (ga, ag) = (&gws[0], &gws[1]);
+    // What each gateway's set-up says and records, with the differing UUIDs and the
+    // timestamps masked.
+    let state = |gw: &Repo<'_>, out: &str| -> String {
+        let mut s = format!("output:\n{out}\nconfig:\n");
+        let cfg = gw.try_git(&[
+            "config",
+            "--get-regexp",
+            r"^annex\.cluster\.|^remote\..*\.annex-(uuid|cluster-node|cluster-gateway|proxy)$",
+        ]);
+        s.push_str(&cfg.stdout);
+        for log in ["uuid.log", "cluster.log", "proxy.log"] {
+            let r = gw.try_git(&["cat-file", "-p", &format!("git-annex:{log}")]);
+            s.push_str(&format!("{log}:\n{}", r.stdout));
+        }
+        let cu = gw
+            .try_git(&["config", "annex.cluster.mycluster"])
+            .stdout
+            .trim()
+            .to_string();
+        // (git-annex's "(recording state in git...)" is a progress note, not a result)
+        let mut masked = s
+            .replace("(recording state in git...)\n", "")
+            .replace(gw.uuid(), "GATEWAY")
+            .replace(
+                &format!(" {} timestamp=", gw.name()),
+                " GATEWAY-NAME timestamp=",
+            );
+        if !cu.is_empty() {
+            masked = masked.replace(&cu, "CLUSTER");
+        }
+        masked
+            .split([' ', '\n'])
+            .map(|w| {
+                let t = w.strip_prefix("timestamp=").unwrap_or(w);
+                let digits = t.trim_end_matches('s');
+                if t.ends_with('s')
+                    && !digits.is_empty()
+                    && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+                {
+                    if w.starts_with("timestamp=") {
+                        "timestamp=T".to_string()
+                    } else {
+                        "T".to_string()
+                    }
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    let a = format!(
+        "{}{}{}",
+        ga.annex(&["initcluster", "mycluster"]).stdout,
+        ga.annex(&["updatecluster"]).stdout,
+        ga.annex(&["updateproxy"]).stdout
+    );
+    let b = format!(
+        "{}{}{}",
+        annexgate(&env, ag, &["cluster", "init", "mycluster"]),
+        annexgate(&env, ag, &["cluster", "update"]),
+        annexgate(&env, ag, &["proxy", "update"])
+    );
+    let (sa, sb) = (state(ga, &a), state(ag, &b));
+    assert!(sa.contains("Started proxying for single"), "{sa}");
+    assert!(sa.contains("cluster.log: T CLUSTER"), "{sa}");
+    assert_eq!(sb, sa, "set-up: annexgate (left) and git-annex (right)");
+
+    // node2 leaves the cluster, `single` stops being proxied.
+    for gw in &gws {
+        gw.git(&["config", "--unset", "remote.n2.annex-cluster-node"]);
+        gw.git(&["config", "--unset", "remote.single.annex-proxy"]);
+    }
+    let a = format!(
+        "{}{}",
+        ga.annex(&["updatecluster"]).stdout,
+        ga.annex(&["updateproxy"]).stdout
+    );
+    let b = format!(
+        "{}{}",
+        annexgate(&env, ag, &["cluster", "update"]),
+        annexgate(&env, ag, &["proxy", "update"])
+    );
+    let (sa, sb) = (state(ga, &a), state(ag, &b));
+    assert!(sa.contains("Stopped proxying for single"), "{sa}");
+    assert!(sa.contains("Removed node node2 [n2] from cluster"), "{sa}");
+    assert_eq!(sb, sa, "update: annexgate (left) and git-annex (right)");
+}
