@@ -1,8 +1,9 @@
 //! Cluster set-ups the tutorial does not cover, with a real git-annex client through
 //! annexgate-shell: directory special remotes as nodes (chunked and not) beside a repository
 //! node, what a client that only fetches from the gateway learns, that a repository node's
-//! upload leaves no temp file on the gateway, and a proxied remote that is no cluster node
-//! (`annexgate proxy update` on its own).
+//! upload leaves no temp file on the gateway, a proxied remote that is no cluster node
+//! (`annexgate proxy update` on its own), the set-up's records against git-annex's, and a
+//! gateway login with no git-annex at all.
 
 use std::fs;
 use std::path::Path;
@@ -12,7 +13,7 @@ use crate::cluster_scenarios::{
     annexgate, client_with, gateway_with_cluster, locations, server_repo_with_uuid, SetupTool,
     GW_UUID, NODE_UUIDS,
 };
-use crate::harness::{pseudo_random, Repo, ShellImpl, TestEnv, Transport};
+use crate::harness::{pseudo_random, Repo, ServerLogin, ShellImpl, TestEnv, Transport};
 
 /// Files under `dir`, recursively (none when it does not exist).
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -455,4 +456,63 @@ fn cluster_and_proxy_set_up_write_what_git_annex_writes() {
     assert!(sa.contains("Stopped proxying for single"), "{sa}");
     assert!(sa.contains("Removed node node2 [n2] from cluster"), "{sa}");
     assert_eq!(sb, sa, "update: annexgate (left) and git-annex (right)");
+}
+
+/// A gateway account whose login shell is annexgate-shell and whose PATH has no git-annex
+/// (stand-ins that log and fail): a plain client (no `annex-shell` setting) uses the
+/// cluster of three local repository nodes and the gateway's own repository beside it —
+/// copies to both, whereis, gets back from each, drops from a node — and nothing on the
+/// gateway ran git-annex or git-annex-shell: the nodes are served in-process.
+#[test]
+fn a_cluster_gateway_login_runs_no_git_annex() {
+    let login = ServerLogin::LoginShell(ShellImpl::AnnexgateShell.program().to_path_buf());
+    let env = TestEnv::with_login(Transport::Shim, login);
+    let (gw, nodes) = gateway_with_cluster(&env, SetupTool::Annexgate);
+    let client = env.client_repo("client");
+    let big = pseudo_random(300_000, 9);
+    client.add_files(&[
+        ("big.bin", &big),
+        ("own.txt", b"kept by the gateway itself\n"),
+    ]);
+    client.git(&["remote", "add", "gw", &gw.ssh_url()]);
+    client.annex(&["sync", "--no-content", "gw"]);
+    client.annex(&["copy", "--to", "gw-mycluster", "big.bin"]);
+    client.annex(&["copy", "--to", "gw", "own.txt"]);
+    assert_eq!(
+        client.whereis(&["big.bin"]),
+        ["client", "mycluster", "node1", "node2", "node3"]
+    );
+    assert_eq!(client.whereis(&["own.txt"]), ["client", "gw"]);
+    let key = client.key_of("big.bin");
+    for n in &nodes {
+        assert!(n.find_object(&key).is_some(), "{} has big.bin", n.name());
+    }
+    assert!(
+        gw.find_object(&key).is_none(),
+        "the gateway keeps no copy of big.bin"
+    );
+    assert!(gw.find_object(&client.key_of("own.txt")).is_some());
+
+    client.annex(&["drop", "--force", "big.bin", "own.txt"]);
+    client.annex(&["get", "--from", "gw-mycluster", "big.bin"]);
+    client.annex(&["get", "--from", "gw", "own.txt"]);
+    assert!(fs::read(client.path().join("big.bin")).unwrap() == big);
+    assert_eq!(
+        fs::read(client.path().join("own.txt")).unwrap(),
+        b"kept by the gateway itself\n"
+    );
+    client.annex(&["drop", "--from", "gw-node1", "big.bin"]);
+    assert!(
+        nodes[0].find_object(&key).is_none(),
+        "node1 dropped big.bin"
+    );
+    assert_eq!(
+        client.whereis(&["big.bin"]),
+        ["client", "mycluster", "node2", "node3"]
+    );
+    assert!(
+        env.git_annex_ran_on_server().is_empty(),
+        "the gateway's login ran git-annex: {:?}",
+        env.git_annex_ran_on_server()
+    );
 }
