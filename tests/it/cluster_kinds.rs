@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cluster_scenarios::{
-    annexgate, client_with, gateway_with_cluster, locations, server_repo_with_uuid, SetupTool,
-    GW_UUID, NODE_UUIDS,
+    add_local_remote, annexgate, client_with, gateway_with_cluster, locations,
+    server_repo_with_uuid, set_up_cluster, SetupTool, GW_UUID, NODE_UUIDS,
 };
 use crate::harness::{pseudo_random, Repo, ServerLogin, ShellImpl, TestEnv, Transport};
 
@@ -118,25 +118,16 @@ fn directory_nodes_chunked_and_not_beside_a_repository_node() {
         dir_uuids.push(u);
     }
     let node3 = server_repo_with_uuid(&env, "node3", NODE_UUIDS[2]);
-    gw.git(&["remote", "add", "node3", "../node3.git"]);
-    gw.set_config("remote.node3.annex-uuid", node3.uuid());
-    gw.git(&["fetch", "-q", "node3"]);
+    add_local_remote(&gw, "node3", &node3);
     for i in 1..=3 {
         gw.set_config(&format!("remote.node{i}.annex-cluster-node"), "mycluster");
     }
-    annexgate(&env, &gw, &["cluster", "init", "mycluster"]);
-    let out = annexgate(&env, &gw, &["cluster", "update"]);
-    for i in 1..=3 {
-        assert!(
-            out.contains(&format!("Added node node{i} to cluster: mycluster")),
-            "{out}"
-        );
-    }
-    let cu = gw
-        .git(&["config", "annex.cluster.mycluster"])
-        .trim()
-        .to_string();
-    env.register_uuid(&cu, "mycluster");
+    set_up_cluster(
+        &env,
+        &gw,
+        SetupTool::Annexgate,
+        &["node1", "node2", "node3"],
+    );
 
     let big = pseudo_random((3 << 20) + 7, 33);
     let client = verified_client(
@@ -290,18 +281,19 @@ fn proxy_update_proxies_a_remote_that_is_no_cluster_node() {
     let env = TestEnv::new(Transport::Shim);
     let gw = server_repo_with_uuid(&env, "gw", GW_UUID);
     let node1 = server_repo_with_uuid(&env, "node1", NODE_UUIDS[0]);
-    gw.git(&["remote", "add", "node1", "../node1.git"]);
-    gw.set_config("remote.node1.annex-uuid", node1.uuid());
-    gw.git(&["fetch", "-q", "node1"]);
+    add_local_remote(&gw, "node1", &node1);
     gw.set_config("remote.node1.annex-proxy", "true");
+    // git-annex reads our proxy log as what it would have written itself.
+    let git_annex_agrees = || {
+        let again = gw.annex(&["updateproxy"]).stdout;
+        assert!(
+            !again.contains("proxying"),
+            "git-annex's updateproxy after ours changed something:\n{again}"
+        );
+    };
     let out = annexgate(&env, &gw, &["proxy", "update"]);
     assert!(out.contains("Started proxying for node1"), "{out}");
-    // git-annex reads our proxy log as what it would have written itself.
-    let again = gw.annex(&["updateproxy"]).stdout;
-    assert!(
-        !again.contains("proxying"),
-        "git-annex's updateproxy after ours changed something:\n{again}"
-    );
+    git_annex_agrees();
 
     let text = b"proxied, not clustered\n".to_vec();
     let client = client_with(
@@ -324,11 +316,7 @@ fn proxy_update_proxies_a_remote_that_is_no_cluster_node() {
     gw.git(&["config", "--unset", "remote.node1.annex-proxy"]);
     let out = annexgate(&env, &gw, &["proxy", "update"]);
     assert!(out.contains("Stopped proxying for node1"), "{out}");
-    let again = gw.annex(&["updateproxy"]).stdout;
-    assert!(
-        !again.contains("proxying"),
-        "git-annex's updateproxy after ours changed something:\n{again}"
-    );
+    git_annex_agrees();
 }
 
 /// `annexgate cluster init/update` and `annexgate proxy update` write what git-annex's
@@ -351,20 +339,12 @@ fn cluster_and_proxy_set_up_write_what_git_annex_writes() {
     for gw in &gws {
         // node2's remote is "n2": git-annex names a node that leaves by its description
         // and remote name ("node2 [n2]")
-        for (i, n) in nodes.iter().enumerate() {
-            let name = if i == 1 {
-                "n2".to_string()
-            } else {
-                format!("node{}", i + 1)
-            };
-            gw.git(&["remote", "add", &name, &format!("../node{}.git", i + 1)]);
-            gw.set_config(&format!("remote.{name}.annex-uuid"), n.uuid());
+        for (name, n) in ["node1", "n2"].into_iter().zip(&nodes) {
+            add_local_remote(gw, name, n);
             gw.set_config(&format!("remote.{name}.annex-cluster-node"), "mycluster");
-            gw.git(&["fetch", "-q", &name]);
         }
         // node1 once more under another name, proxied on its own
-        gw.git(&["remote", "add", "single", "../node1.git"]);
-        gw.set_config("remote.single.annex-uuid", nodes[0].uuid());
+        add_local_remote(gw, "single", &nodes[0]);
         gw.set_config("remote.single.annex-proxy", "true");
     }
     let (ga, ag) = (&gws[0], &gws[1]);

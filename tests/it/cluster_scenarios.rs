@@ -111,39 +111,68 @@ pub(crate) fn gateway_with_nodes<'e>(
     for ((i, n), how) in nodes.iter().enumerate().zip(access) {
         let name = format!("node{}", i + 1);
         match how {
-            NodeAccess::Local => {
-                gw.git(&["remote", "add", &name, &format!("../{name}.git")]);
-            }
+            NodeAccess::Local => add_local_remote(&gw, &name, n),
             NodeAccess::Ssh(shell) => {
                 gw.git(&["remote", "add", &name, &n.ssh_url()]);
                 gw.set_config(
                     &format!("remote.{name}.annex-shell"),
                     &shell.to_string_lossy(),
                 );
+                gw.set_config(&format!("remote.{name}.annex-uuid"), n.uuid());
+                gw.git(&["fetch", "-q", &name]);
             }
         }
-        gw.set_config(&format!("remote.{name}.annex-uuid"), n.uuid());
         gw.set_config(&format!("remote.{name}.annex-cluster-node"), "mycluster");
-        gw.git(&["fetch", "-q", &name]);
     }
+    let names: Vec<String> = (1..=access.len()).map(|i| format!("node{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    set_up_cluster(env, &gw, tool, &names);
+    (gw, nodes)
+}
+
+/// Add the bare repository `node` (a sibling of `gw`) as `gw`'s remote `name`, reached by
+/// the local path `../<dir>`, with its UUID set (annexgate wants it; git-annex would find
+/// it) and its branches fetched.
+pub(crate) fn add_local_remote(gw: &Repo<'_>, name: &str, node: &Repo<'_>) {
+    let dir = node
+        .path()
+        .file_name()
+        .expect("a node repository has a name");
+    gw.git(&[
+        "remote",
+        "add",
+        name,
+        &format!("../{}", dir.to_string_lossy()),
+    ]);
+    gw.set_config(&format!("remote.{name}.annex-uuid"), node.uuid());
+    gw.git(&["fetch", "-q", name]);
+}
+
+/// Make cluster `mycluster` on `gw` with `tool` from the remotes configured as its nodes
+/// (`remote.NAME.annex-cluster-node`): the set-up must say it added and proxies each of
+/// `nodes` and the cluster. The cluster's UUID, in git-annex's cluster format, is
+/// registered as "mycluster" and returned.
+pub(crate) fn set_up_cluster(
+    env: &TestEnv,
+    gw: &Repo<'_>,
+    tool: SetupTool,
+    nodes: &[&str],
+) -> String {
     let out = match tool {
         SetupTool::GitAnnex => {
             gw.annex(&["initcluster", "mycluster"]);
             gw.annex(&["updatecluster"]).stdout
         }
         SetupTool::Annexgate => {
-            annexgate(env, &gw, &["cluster", "init", "mycluster"]);
-            annexgate(env, &gw, &["cluster", "update"])
+            annexgate(env, gw, &["cluster", "init", "mycluster"]);
+            annexgate(env, gw, &["cluster", "update"])
         }
     };
-    for i in 1..=access.len() {
+    for n in nodes {
         assert!(
-            out.contains(&format!("Added node node{i} to cluster: mycluster")),
+            out.contains(&format!("Added node {n} to cluster: mycluster"))
+                && out.contains(&format!("Started proxying for {n}")),
             "{tool:?} set-up output:\n{out}"
-        );
-        assert!(
-            out.contains(&format!("Started proxying for node{i}")),
-            "{out}"
         );
     }
     assert!(out.contains("Started proxying for mycluster"), "{out}");
@@ -156,7 +185,7 @@ pub(crate) fn gateway_with_nodes<'e>(
         "cluster UUID {cu}"
     );
     env.register_uuid(&cu, "mycluster");
-    (gw, nodes)
+    cu
 }
 
 /// The client side: gateway added as ssh remote `gw` run by `shell`, the cluster's nodes

@@ -5,6 +5,7 @@
 //! `initcluster`/`updatecluster`; the client copies, gets, drops and locks through
 //! `gw-mycluster` and `gw-httpnode`, and every repository's logs say where content is.
 
+use crate::cluster_scenarios::{add_local_remote, set_up_cluster, SetupTool};
 use crate::harness::{Repo, RepoKind, ShellImpl, TestEnv, Transport};
 use crate::http::support::{committed_locations, eventually, Impl, Server};
 
@@ -34,24 +35,9 @@ fn world<'e>(env: &'e TestEnv, files: &[(&str, &[u8])], server_args: &[&str]) ->
     gw.set_config("remote.httpnode.annexurl", &server.annex_url());
     gw.set_config("remote.httpnode.annex-uuid", httpnode.uuid());
     gw.set_config("remote.httpnode.annex-cluster-node", "mycluster");
-    gw.git(&["remote", "add", "lnode", "../lnode.git"]);
-    gw.set_config("remote.lnode.annex-uuid", lnode.uuid());
+    add_local_remote(&gw, "lnode", &lnode);
     gw.set_config("remote.lnode.annex-cluster-node", "mycluster");
-    gw.git(&["fetch", "-q", "lnode"]);
-    gw.annex(&["initcluster", "mycluster"]);
-    let out = gw.annex(&["updatecluster"]).stdout;
-    for n in ["httpnode", "lnode"] {
-        assert!(
-            out.contains(&format!("Added node {n} to cluster: mycluster"))
-                && out.contains(&format!("Started proxying for {n}")),
-            "{out}"
-        );
-    }
-    let cu = gw
-        .git(&["config", "annex.cluster.mycluster"])
-        .trim()
-        .to_string();
-    env.register_uuid(&cu, "mycluster");
+    set_up_cluster(env, &gw, SetupTool::GitAnnex, &["httpnode", "lnode"]);
 
     let client = env.client_repo("client");
     client.add_files(files);
